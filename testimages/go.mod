@@ -1,0 +1,3 @@
+module stellar.dev/testimages
+
+go 1.26.0
