@@ -53,14 +53,14 @@ func delayQueue(node string) uint16 {
 	return uint16(7700 + i)
 }
 
-func delayRule(node string) []string {
+func (l *Lab) delayRule(node string) []string {
 	return []string{"-t", "mangle", "PREROUTING", "-i", "eth0", "-j", "NFQUEUE",
 		"--queue-num", strconv.Itoa(int(delayQueue(node))), "--queue-bypass"}
 }
 
-func iptablesIn(ctx context.Context, node, op string) error {
-	r := delayRule(node)
-	args := append([]string{"--net=" + netnsPath(nodeNS(node)), "--", "iptables", "-w", r[0], r[1], op}, r[2:]...)
+func (l *Lab) iptablesIn(ctx context.Context, node, op string) error {
+	r := l.delayRule(node)
+	args := append([]string{"--net=" + netnsPath(l.NodeNS(node)), "--", "iptables", "-w", r[0], r[1], op}, r[2:]...)
 	_, err := run(ctx, "nsenter", args...)
 	return err
 }
@@ -85,7 +85,7 @@ func (l *Lab) applyDelays(ctx context.Context, f Faults) error {
 			killAll([]int{h.PID}, 5*time.Second)
 		}
 		_ = os.Remove(l.delayFile(s.Name))
-		for iptablesIn(ctx, s.Name, "-D") == nil {
+		for l.iptablesIn(ctx, s.Name, "-D") == nil {
 		}
 		if want <= 0 || !l.running(s) {
 			continue
@@ -107,7 +107,7 @@ func (l *Lab) startDelayer(ctx context.Context, node string, ms int) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("nsenter", "--net="+netnsPath(nodeNS(node)), "--", exe)
+	cmd := exec.Command("nsenter", "--net="+netnsPath(l.NodeNS(node)), "--", exe)
 	cmd.Env = append(os.Environ(), helperEnv+"=delay",
 		"STELLAR_LAB_QUEUE="+strconv.Itoa(int(delayQueue(node))), "STELLAR_LAB_DELAY_MS="+strconv.Itoa(ms))
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -132,7 +132,7 @@ func (l *Lab) startDelayer(ctx context.Context, node string, ms int) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := iptablesIn(ctx, node, "-I"); err != nil {
+	if err := l.iptablesIn(ctx, node, "-I"); err != nil {
 		return fmt.Errorf("add queue rule: %w", err)
 	}
 	l.Log.Info("delaying packets to node", "node", node, "ms", ms)

@@ -32,10 +32,10 @@ func (l *Lab) Command(ctx context.Context, node string, args ...string) (*exec.C
 		return nil, errors.New("no command")
 	}
 	if node == Client {
-		if !netnsExists(ClientNS) {
+		if !netnsExists(l.ClientNS()) {
 			return nil, errors.New("the lab is not up: no client namespace")
 		}
-		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netnsPath(ClientNS), "--"}, args...)...)
+		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netnsPath(l.ClientNS()), "--"}, args...)...)
 		return cmd, nil
 	}
 	if _, err := NodeIndex(node); err != nil {

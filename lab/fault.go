@@ -155,12 +155,12 @@ func (l *Lab) applyFaults(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !netnsExists(SwitchNS) {
+	if !netnsExists(l.SwitchNS()) {
 		return nil
 	}
 	ruleset := faultRuleset(f)
 	script := fmt.Sprintf("table bridge %s {}\ndelete table bridge %s\n%s", faultTable, faultTable, ruleset)
-	cmd := exec.CommandContext(ctx, "nsenter", "--net="+netnsPath(SwitchNS), "--", "nft", "-f", "-")
+	cmd := exec.CommandContext(ctx, "nsenter", "--net="+netnsPath(l.SwitchNS()), "--", "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("load fault rules: %w: %s\n%s", err, strings.TrimSpace(string(out)), script)

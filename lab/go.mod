@@ -5,3 +5,7 @@ go 1.26.0
 require stellar.dev/api v0.0.0-00010101000000-000000000000
 
 replace stellar.dev/api => ../api
+
+require stellar.dev/testimages v0.0.0-00010101000000-000000000000
+
+replace stellar.dev/testimages => ../testimages

@@ -31,17 +31,15 @@ const (
 
 // Network layout of the lab.
 const (
-	// SwitchNS is the network namespace holding the lab bridge.
-	SwitchNS = "stellar-lab-switch"
-	// ClientNS is the network namespace that plays the outside world.
-	ClientNS = "stellar-lab-client"
+	// DefaultName names the default lab: its namespaces are
+	// stellar-lab-switch, stellar-lab-client and stellar-lab-nodeN.
+	DefaultName = "stellar-lab"
 	// Client is the name Exec accepts for the client namespace.
 	Client = "client"
 	// MaxNodes is the largest node count (node N has 10.77.0.(10+N)).
 	MaxNodes = 80
 
 	bridgeName = "br0"
-	nsPrefix   = "stellar-lab-"
 )
 
 var (
@@ -71,11 +69,19 @@ func NodeIndex(name string) (int, error) {
 	return n, nil
 }
 
-func nodeNS(name string) string { return nsPrefix + name }
+// SwitchNS is the network namespace holding the lab bridge.
+func (l *Lab) SwitchNS() string { return l.Name + "-switch" }
+
+// ClientNS is the network namespace that plays the outside world.
+func (l *Lab) ClientNS() string { return l.Name + "-client" }
+
+// NodeNS is the network namespace of a node.
+func (l *Lab) NodeNS(node string) string { return l.Name + "-" + node }
 
 // Lab is one lab on this machine. Its state lives in files under StateDir, so
 // commands run by different processes agree.
 type Lab struct {
+	Name     string // prefix of the lab's namespace names; two labs with different names can run side by side
 	StateDir string // node pids, faults, overlay mount points (tmpfs-like, gone on reboot)
 	DataDir  string // per-node disks: overlay upper dirs, /var/lib/containerd
 	CacheDir string // debootstrap'd root file systems, keyed by package list
@@ -87,7 +93,18 @@ func New(log *slog.Logger) *Lab {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Lab{StateDir: DefaultStateDir, DataDir: DefaultDataDir, CacheDir: DefaultCacheDir, Log: log}
+	return &Lab{Name: DefaultName, StateDir: DefaultStateDir, DataDir: DefaultDataDir, CacheDir: DefaultCacheDir, Log: log}
+}
+
+// NewNamed returns a Lab named name (namespaces name-switch, name-client,
+// name-nodeN; state in /run/NAME, disks in /var/lib/NAME) that shares the
+// rootfs cache. Tests use it so they never touch a developer's running lab.
+func NewNamed(name string, log *slog.Logger) *Lab {
+	l := New(log)
+	l.Name = name
+	l.StateDir = filepath.Join("/run", name)
+	l.DataDir = filepath.Join("/var/lib", name)
+	return l
 }
 
 // nodeState is what the lab remembers about a running node.

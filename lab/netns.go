@@ -51,26 +51,26 @@ func delNetns(ctx context.Context, ns string) error {
 // ensureSwitch makes the switch namespace with its bridge, and the client
 // namespace attached to it.
 func (l *Lab) ensureSwitch(ctx context.Context) error {
-	if err := addNetns(ctx, SwitchNS); err != nil {
+	if err := addNetns(ctx, l.SwitchNS()); err != nil {
 		return err
 	}
-	if ipn(ctx, SwitchNS, "link", "show", bridgeName) != nil {
-		if err := ipn(ctx, SwitchNS, "link", "add", bridgeName, "type", "bridge", "stp_state", "0", "forward_delay", "0"); err != nil {
+	if ipn(ctx, l.SwitchNS(), "link", "show", bridgeName) != nil {
+		if err := ipn(ctx, l.SwitchNS(), "link", "add", bridgeName, "type", "bridge", "stp_state", "0", "forward_delay", "0"); err != nil {
 			return fmt.Errorf("add lab bridge: %w", err)
 		}
 	}
-	if err := ipn(ctx, SwitchNS, "link", "set", bridgeName, "up"); err != nil {
+	if err := ipn(ctx, l.SwitchNS(), "link", "set", bridgeName, "up"); err != nil {
 		return err
 	}
-	if err := addNetns(ctx, ClientNS); err != nil {
+	if err := addNetns(ctx, l.ClientNS()); err != nil {
 		return err
 	}
-	if ipn(ctx, SwitchNS, "link", "show", Client) != nil {
-		if err := plugIn(ctx, Client, ClientNS); err != nil {
+	if ipn(ctx, l.SwitchNS(), "link", "show", Client) != nil {
+		if err := l.plugIn(ctx, Client, l.ClientNS(), ClientAddr.As4()[3]); err != nil {
 			return fmt.Errorf("wire client: %w", err)
 		}
 		for _, a := range []string{ClientAddr.String(), GatewayAddr.String()} {
-			if err := ipn(ctx, ClientNS, "addr", "add", a+"/24", "dev", "eth0"); err != nil {
+			if err := ipn(ctx, l.ClientNS(), "addr", "add", a+"/24", "dev", "eth0"); err != nil {
 				return fmt.Errorf("address client: %w", err)
 			}
 		}
@@ -79,12 +79,17 @@ func (l *Lab) ensureSwitch(ctx context.Context) error {
 }
 
 // plugIn makes a veth pair: port on the switch bridge, eth0 in namespace ns.
-func plugIn(ctx context.Context, port, ns string) error {
-	_ = ipn(ctx, SwitchNS, "link", "del", port)
-	if err := ipn(ctx, SwitchNS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns); err != nil {
+// Both ends get fixed MAC addresses made from id, so a node that comes back
+// after a power-off has the same hardware address and peers' ARP caches stay right.
+func (l *Lab) plugIn(ctx context.Context, port, ns string, id byte) error {
+	_ = ipn(ctx, l.SwitchNS(), "link", "del", port)
+	inner := fmt.Sprintf("02:77:00:00:00:%02x", id)
+	outer := fmt.Sprintf("02:77:01:00:00:%02x", id)
+	if err := ipn(ctx, l.SwitchNS(), "link", "add", port, "address", outer, "type", "veth",
+		"peer", "name", "eth0", "address", inner, "netns", ns); err != nil {
 		return err
 	}
-	if err := ipn(ctx, SwitchNS, "link", "set", port, "master", bridgeName, "up"); err != nil {
+	if err := ipn(ctx, l.SwitchNS(), "link", "set", port, "master", bridgeName, "up"); err != nil {
 		return err
 	}
 	return ipn(ctx, ns, "link", "set", "eth0", "up")
@@ -92,12 +97,12 @@ func plugIn(ctx context.Context, port, ns string) error {
 
 // wireNode makes the node's namespace, its link to the switch and its address.
 func (l *Lab) wireNode(ctx context.Context, name string, index int) error {
-	ns := nodeNS(name)
+	ns := l.NodeNS(name)
 	if err := addNetns(ctx, ns); err != nil {
 		return err
 	}
 	if ipn(ctx, ns, "link", "show", "eth0") != nil {
-		if err := plugIn(ctx, name, ns); err != nil {
+		if err := l.plugIn(ctx, name, ns, NodeAddr(index).As4()[3]); err != nil {
 			return fmt.Errorf("plug %s into the switch: %w", name, err)
 		}
 	}
@@ -115,11 +120,11 @@ func (l *Lab) wireNode(ctx context.Context, name string, index int) error {
 }
 
 // labNetns lists the lab's network namespaces that exist now.
-func labNetns() []string {
+func (l *Lab) labNetns() []string {
 	ents, _ := os.ReadDir("/run/netns")
 	var out []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), nsPrefix) {
+		if strings.HasPrefix(e.Name(), l.Name+"-") {
 			out = append(out, e.Name())
 		}
 	}

@@ -175,13 +175,14 @@ func (l *Lab) bootNode(ctx context.Context, name string, index int, rootfs strin
 		"--boot",
 		"--register=no",
 		"--keep-unit",
-		"--machine="+name,
+		"--machine="+l.machine(name),
+		"--hostname="+name,
 		"--capability=all",
 		"--console=read-only",
 		"--link-journal=no",
 		"--resolv-conf=off",
 		"--timezone=off",
-		"--network-namespace-path="+netnsPath(nodeNS(name)),
+		"--network-namespace-path="+netnsPath(l.NodeNS(name)),
 		"--bind="+filepath.Join(disk, "containerd")+":/var/lib/containerd",
 	)
 	cmd.Env = nspawnEnv()
@@ -257,7 +258,7 @@ func (l *Lab) stopNode(ctx context.Context, name string) error {
 	}
 	// Whatever else runs in the node's network namespace (exec'd commands,
 	// fault helpers) or is an nspawn of this node's root goes too.
-	pids = append(pids, procsInNetns(nodeNS(name), procs)...)
+	pids = append(pids, procsInNetns(l.NodeNS(name), procs)...)
 	root := l.nodeRoot(name)
 	for _, p := range procs {
 		if p.comm == "systemd-nspawn" {
@@ -277,11 +278,11 @@ func (l *Lab) stopNode(ctx context.Context, name string) error {
 	if err := unmountUnder(root); err != nil {
 		return err
 	}
-	if err := delNetns(ctx, nodeNS(name)); err != nil {
+	if err := delNetns(ctx, l.NodeNS(name)); err != nil {
 		return err
 	}
 	_ = os.Remove(l.nodeStateFile(name))
-	_ = os.RemoveAll(filepath.Join("/run/systemd/nspawn/propagate", name))
+	_ = os.RemoveAll(filepath.Join("/run/systemd/nspawn/propagate", l.machine(name)))
 	return nil
 }
 
@@ -322,8 +323,8 @@ func (l *Lab) Down(ctx context.Context, opts DownOptions) error {
 	for _, s := range nodes {
 		names[s.Name] = true
 	}
-	for _, ns := range labNetns() {
-		if n, ok := strings.CutPrefix(ns, nsPrefix); ok {
+	for _, ns := range l.labNetns() {
+		if n, ok := strings.CutPrefix(ns, l.Name+"-"); ok {
 			if _, err := NodeIndex(n); err == nil {
 				names[n] = true
 			}
@@ -338,7 +339,7 @@ func (l *Lab) Down(ctx context.Context, opts DownOptions) error {
 			errs = append(errs, fmt.Errorf("stop %s: %w", name, err))
 		}
 	}
-	for _, ns := range []string{ClientNS, SwitchNS} {
+	for _, ns := range []string{l.ClientNS(), l.SwitchNS()} {
 		if pids := procsInNetns(ns, allProcs()); len(pids) > 0 {
 			killAll(pids, 5*time.Second)
 		}
@@ -352,19 +353,14 @@ func (l *Lab) Down(ctx context.Context, opts DownOptions) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	// Keep the lock file (we hold it); everything else in the state dir goes.
-	ents, _ := os.ReadDir(l.StateDir)
-	for _, e := range ents {
-		if e.Name() != "lock" {
-			if err := os.RemoveAll(filepath.Join(l.StateDir, e.Name())); err != nil {
-				return err
-			}
-		}
+	if err := os.RemoveAll(l.StateDir); err != nil {
+		return fmt.Errorf("remove state dir: %w", err)
 	}
 	if !opts.KeepDisks {
 		if err := os.RemoveAll(filepath.Join(l.DataDir, "nodes")); err != nil {
 			return fmt.Errorf("remove node disks: %w", err)
 		}
+		_ = os.Remove(l.DataDir) // only if empty
 	}
 	return nil
 }
@@ -495,4 +491,13 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// machine is the nspawn machine name of a node: its name in the default lab,
+// prefixed by the lab's name in others (nspawn keeps per-machine files in /run).
+func (l *Lab) machine(node string) string {
+	if l.Name == DefaultName {
+		return node
+	}
+	return l.Name + "-" + node
 }
