@@ -68,13 +68,24 @@ func (l *Lab) Up(ctx context.Context, opts UpOptions) error {
 	}
 	defer unlock()
 
-	extra := slices.Clone(opts.ExtraPackages)
-	if deb != nil {
-		extra = append(extra, deb.depends...)
-	}
-	rootfs, err := l.EnsureRootfs(ctx, extra)
+	rootfs, err := l.EnsureRootfs(ctx, opts.ExtraPackages)
 	if err != nil {
 		return err
+	}
+	if deb != nil {
+		// Nodes have no network: whatever the .deb needs must be in the rootfs.
+		if missing := missingPackages(rootfs, deb.depends); len(missing) > 0 {
+			l.Log.Info("the .deb needs packages the rootfs lacks", "packages", strings.Join(missing, ","))
+			if rootfs, err = l.EnsureRootfs(ctx, append(slices.Clone(opts.ExtraPackages), missing...)); err != nil {
+				return err
+			}
+		}
+		// Keep our own copy: dist/ may be rebuilt while we install.
+		snap := filepath.Join(l.StateDir, filepath.Base(deb.path))
+		if err := copyFile(deb.path, snap); err != nil {
+			return fmt.Errorf("copy .deb: %w", err)
+		}
+		deb.path = snap
 	}
 	if err := l.ensureSwitch(ctx); err != nil {
 		return fmt.Errorf("make lab switch: %w", err)
@@ -500,4 +511,12 @@ func (l *Lab) machine(node string) string {
 		return node
 	}
 	return l.Name + "-" + node
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
 }

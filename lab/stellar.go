@@ -185,3 +185,42 @@ func missingCommand(err error) bool {
 	}
 	return false
 }
+
+// missingPackages returns the packages of want not installed in rootfs,
+// judging by its dpkg status file (a package that is only provided
+// virtually counts as missing).
+func missingPackages(rootfs string, want []string) []string {
+	b, err := os.ReadFile(filepath.Join(rootfs, "var/lib/dpkg/status"))
+	if err != nil {
+		return want
+	}
+	installed := map[string]bool{}
+	for _, para := range strings.Split(string(b), "\n\n") {
+		var pkg string
+		ok := false
+		for _, line := range strings.Split(para, "\n") {
+			if v, found := strings.CutPrefix(line, "Package: "); found {
+				pkg = v
+			}
+			if strings.HasPrefix(line, "Status: ") && strings.HasSuffix(line, " installed") {
+				ok = true
+			}
+			if v, found := strings.CutPrefix(line, "Provides: "); found && ok {
+				for _, p := range strings.Split(v, ",") {
+					p = versionConstraint.ReplaceAllString(p, "")
+					installed[strings.TrimSpace(p)] = true
+				}
+			}
+		}
+		if ok && pkg != "" {
+			installed[pkg] = true
+		}
+	}
+	var out []string
+	for _, p := range want {
+		if !installed[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
