@@ -4,6 +4,7 @@
 # Run from anywhere; `make packages` calls it. The version is ./VERSION.
 #   BINDIR=DIR   take the binaries from DIR instead of ./bin
 #   NFPM=CMD     nfpm command (default: go run of the pinned nfpm version)
+#   DIST=DIR     write the packages to DIR instead of ./dist
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,6 +34,7 @@ need help2man help2man
 need strip binutils
 need gzip gzip
 
+dist=${DIST:-$repo/dist}
 stage=$repo/dist/stage
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$stage/man/man1" "$stage/man/man5" "$stage/man/man8" "$stage/doc"
@@ -147,9 +149,9 @@ fi
 } | gzip -9n >"$stage/doc/changelog.gz"
 
 # --- packages ----------------------------------------------------------------------
-mkdir -p dist
-deb=dist/stellar_${version}_amd64.deb
-rpm=dist/stellar-${version}.x86_64.rpm
+mkdir -p "$dist"
+deb=$dist/stellar_${version}_amd64.deb
+rpm=$dist/stellar-${version}.x86_64.rpm
 rm -f "$deb" "$rpm"
 export STELLAR_VERSION="$version" STELLAR_DEB_LIBC
 $NFPM package --config packaging/nfpm.yaml --packager deb --target "$deb"
