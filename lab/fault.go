@@ -191,7 +191,11 @@ func faultRuleset(f Faults) string {
 	}
 	slices.Sort(nodes)
 	for _, n := range nodes {
-		rules = append(rules, fmt.Sprintf("oifname %q numgen random mod 10000 < %d drop", n, int(f.LossPercent[n]*100)))
+		if p := int(f.LossPercent[n] * 100); p >= 10000 {
+			rules = append(rules, fmt.Sprintf("oifname %q drop", n))
+		} else {
+			rules = append(rules, fmt.Sprintf("oifname %q numgen random mod 10000 < %d drop", n, p))
+		}
 	}
 	if len(rules) == 0 {
 		return ""

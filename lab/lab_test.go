@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -203,4 +204,118 @@ func checkNothingLeft(t *testing.T, l *lab.Lab) {
 			t.Errorf("%s left after down", dir)
 		}
 	}
+}
+
+// pingOK says whether from (a node or "client") reaches addr.
+func pingOK(ctx context.Context, l *lab.Lab, from, addr string) bool {
+	args := []string{"ping", "-c", "1", "-W", "1", addr}
+	if from == lab.Client {
+		args = append([]string{"busybox"}, args...) // the client runs the host's tools
+	}
+	return l.Exec(ctx, from, nil, nil, nil, args...) == nil
+}
+
+func TestFaults(t *testing.T) {
+	needLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	l := newLab(t)
+	if err := l.Up(ctx, lab.UpOptions{Nodes: 3, NoStellar: true}); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+
+	if err := l.Exec(ctx, "node1", nil, nil, nil, "sh", "-c", "exit 3"); lab.ExitCode(err) != 3 {
+		t.Errorf("exit code of `sh -c 'exit 3'` = %d (%v), want 3", lab.ExitCode(err), err)
+	}
+
+	type reach struct {
+		from, to string
+		want     bool
+	}
+	// check pings once for "unreachable", and for up to 5 s for
+	// "reachable" (neighbour entries may need a retry after a heal).
+	check := func(step string, want []reach) {
+		t.Helper()
+		for _, r := range want {
+			got := pingOK(ctx, l, r.from, r.to)
+			for try := 0; r.want && !got && try < 5; try++ {
+				got = pingOK(ctx, l, r.from, r.to)
+			}
+			if got != r.want {
+				t.Errorf("%s: %s -> %s reachable = %v, want %v", step, r.from, r.to, got, r.want)
+			}
+		}
+	}
+	n1, n2, n3 := "10.77.0.11", "10.77.0.12", "10.77.0.13"
+
+	if err := l.Partition(ctx, "node1"); err != nil {
+		t.Fatalf("partition: %v", err)
+	}
+	check("partition node1", []reach{{"node1", n2, false}, {"node3", n1, false}, {"node2", n3, true}, {"client", n1, true}, {"client", n2, true}})
+	if err := l.Heal(ctx); err != nil {
+		t.Fatalf("heal: %v", err)
+	}
+	check("healed", []reach{{"node1", n2, true}, {"node3", n1, true}})
+
+	if err := l.Loss(ctx, "node2", 100); err != nil {
+		t.Fatalf("loss: %v", err)
+	}
+	check("loss 100% to node2", []reach{{"node1", n2, false}, {"node1", n3, true}})
+	if err := l.Heal(ctx); err != nil {
+		t.Fatalf("heal: %v", err)
+	}
+
+	if err := l.Delay(ctx, "node2", 200*time.Millisecond); err != nil {
+		t.Fatalf("delay: %v", err)
+	}
+	out, err := l.Output(ctx, "node1", "ping", "-c", "2", "-W", "2", n2)
+	if err != nil {
+		t.Fatalf("ping through delay: %v", err)
+	}
+	m := regexp.MustCompile(`= ([0-9.]+)/`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no rtt in %q", out)
+	}
+	if rtt, _ := strconv.ParseFloat(m[1], 64); rtt < 200 || rtt > 400 {
+		t.Errorf("min rtt with 200ms delay = %vms, want 200..400:\n%s", rtt, out)
+	}
+	if err := l.Heal(ctx); err != nil {
+		t.Fatalf("heal: %v", err)
+	}
+
+	// kill -9 a unit's main process: systemd restarts containerd.
+	before, _ := l.Output(ctx, "node1", "systemctl", "show", "-p", "MainPID", "--value", "containerd")
+	if err := l.Kill(ctx, "node1", "containerd"); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		after, _ := l.Output(ctx, "node1", "systemctl", "show", "-p", "MainPID", "--value", "containerd")
+		if a := strings.TrimSpace(after); a != "0" && a != "" && a != strings.TrimSpace(before) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd not restarted after kill -9 (MainPID %s)", strings.TrimSpace(before))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Power off keeps the disk; up brings the node back.
+	if err := l.WriteFile(ctx, "node2", "/var/lib/marker", []byte("still here\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.PowerOff(ctx, "node2"); err != nil {
+		t.Fatalf("poweroff: %v", err)
+	}
+	check("node2 off", []reach{{"node1", n2, false}})
+	if _, err := l.Output(ctx, "node2", "true"); err == nil {
+		t.Error("exec in a powered-off node worked")
+	}
+	if err := l.Up(ctx, lab.UpOptions{Nodes: 3, NoStellar: true}); err != nil {
+		t.Fatalf("up after poweroff: %v", err)
+	}
+	if out, err := l.Output(ctx, "node2", "cat", "/var/lib/marker"); err != nil || out != "still here\n" {
+		t.Errorf("marker after power cycle = %q, %v", out, err)
+	}
+	check("node2 back", []reach{{"node1", n2, true}})
 }
