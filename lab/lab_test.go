@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -318,4 +319,71 @@ func TestFaults(t *testing.T) {
 		t.Errorf("marker after power cycle = %q, %v", out, err)
 	}
 	check("node2 back", []reach{{"node1", n2, true}})
+}
+
+// fakeDeb builds a stand-in for Stellar's .deb: stellar.target, a unit that
+// records the config it started with, and an sctl that hands out and takes
+// join tokens. It proves the lab's install and cluster steps, not Stellar.
+func fakeDeb(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	files := map[string]string{
+		"DEBIAN/control":                          "Package: stellar\nVersion: 0.0.1-lab\nArchitecture: amd64\nMaintainer: Stellar developers <dev@stellar.dev>\nDepends: containerd, runc\nDescription: lab stand-in for Stellar\n",
+		"lib/systemd/system/stellar.target":       "[Unit]\nDescription=Stellar\nWants=stellar-fake.service\n[Install]\nWantedBy=multi-user.target\n",
+		"lib/systemd/system/stellar-fake.service": "[Unit]\nDescription=fake Stellar daemon\nPartOf=stellar.target\n[Service]\nExecStartPre=/bin/cp /etc/stellar/stellar.toml /run/stellar-started-with.toml\nExecStart=/bin/sleep infinity\n",
+		"usr/bin/sctl": `#!/bin/sh
+case "$1 $2" in
+"cluster token") echo "token: tok-$(hostname)";;
+"cluster join") echo "$3" > /var/lib/stellar-joined-with;;
+*) echo "usage: sctl cluster token|join" >&2; exit 2;;
+esac
+`,
+	}
+	for name, content := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deb := filepath.Join(t.TempDir(), "stellar_0.0.1-lab_amd64.deb")
+	if out, err := exec.Command("dpkg-deb", "--root-owner-group", "--build", root, deb).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb: %v: %s", err, out)
+	}
+	return deb
+}
+
+func TestInstallDeb(t *testing.T) {
+	needLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	l := newLab(t)
+	deb := fakeDeb(t)
+	if err := l.Up(ctx, lab.UpOptions{Nodes: 2, Deb: deb}); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	for i, name := range []string{"node1", "node2"} {
+		out, err := l.Output(ctx, name, "cat", "/run/stellar-started-with.toml")
+		if err != nil || out != lab.NodeConfig(i+1) {
+			t.Errorf("%s: Stellar started with config %q (%v), want %q", name, out, err, lab.NodeConfig(i+1))
+		}
+	}
+	if out, err := l.Output(ctx, "node2", "cat", "/var/lib/stellar-joined-with"); err != nil || strings.TrimSpace(out) != "tok-node1" {
+		t.Errorf("node2 joined with %q (%v), want tok-node1", out, err)
+	}
+	st, err := l.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.Stellar != "active" || s.System != "running" {
+			t.Errorf("status %+v, want running and stellar.target active", s)
+		}
+	}
+	// Up again changes nothing.
+	if err := l.Up(ctx, lab.UpOptions{Nodes: 2, Deb: deb}); err != nil {
+		t.Fatalf("second up: %v", err)
+	}
 }
