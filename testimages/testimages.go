@@ -94,7 +94,7 @@ func writeFile(path string, write func(io.Writer) error) error {
 // It needs the go tool and the package's source: next to this file when it
 // exists, else stellar.dev/testimages/httpd from the current module or workspace.
 func BuildHTTPDBinary(ctx context.Context, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "stellar.dev/testimages/httpd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", out, "stellar.dev/testimages/httpd")
 	if _, file, _, ok := runtime.Caller(0); ok {
 		if _, err := os.Stat(filepath.Join(filepath.Dir(file), "httpd", "main.go")); err == nil {
 			cmd.Dir = filepath.Dir(file)

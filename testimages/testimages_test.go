@@ -131,9 +131,8 @@ func TestReproducible(t *testing.T) {
 	}
 }
 
-// startContainerd runs a containerd of the test's own (root, state and
-// socket under a temp dir) and returns its socket.
-func startContainerd(t *testing.T) string {
+// needContainerd skips, loudly, unless the test can run containerd.
+func needContainerd(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "SKIP: importing and running the test images needs root (containerd, runc)")
@@ -145,6 +144,14 @@ func startContainerd(t *testing.T) string {
 			t.Skipf("%s missing", tool)
 		}
 	}
+}
+
+// startContainerd runs a containerd of the test's own (root, state and
+// socket under a temp dir) and returns its socket.
+func startContainerd(t *testing.T) string {
+	t.Helper()
+	needContainerd(t)
+
 	// Short path: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "ctd-")
 	if err != nil {
@@ -223,6 +230,7 @@ func ctr(sock string, args ...string) (string, error) {
 }
 
 func TestImportAndRun(t *testing.T) {
+	needContainerd(t)
 	busybox, httpd := buildImages(t)
 	sock := startContainerd(t)
 	for _, f := range []string{busybox, httpd} {
