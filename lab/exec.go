@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // nodeEnv is the environment commands run with inside a node.
@@ -47,7 +49,27 @@ func (l *Lab) Command(ctx context.Context, node string, args ...string) (*exec.C
 	}
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(s.InitPID), "-a", "--"}, args...)...)
 	cmd.Env = nodeEnv()
+	// nsenter forks to enter the node's PID namespace and does not pass
+	// signals on: when ctx ends, kill the command inside, not only nsenter.
+	cmd.Cancel = func() error {
+		SignalInside(cmd, syscall.SIGKILL)
+		return cmd.Process.Kill()
+	}
+	cmd.WaitDelay = 5 * time.Second
 	return cmd, nil
+}
+
+// SignalInside sends sig to the command a started Command runs inside the
+// node (nsenter's child), not to nsenter itself.
+func SignalInside(cmd *exec.Cmd, sig syscall.Signal) {
+	if cmd.Process == nil {
+		return
+	}
+	for _, p := range allProcs() {
+		if p.ppid == cmd.Process.Pid {
+			_ = syscall.Kill(p.pid, sig)
+		}
+	}
 }
 
 // Exec runs args inside node with the given stdio (nil: none). A command that

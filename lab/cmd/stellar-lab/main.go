@@ -60,6 +60,12 @@ State: /run/stellar-lab   Disks: /var/lib/stellar-lab/nodes   Cache: /var/cache/
 func main() {
 	lab.RunHelper()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if len(os.Args) > 1 && (os.Args[1] == "exec" || os.Args[1] == "logs") {
+		// Signals are passed on to the command inside (runInside); an
+		// interactive shell in a node must survive ^C.
+		stop()
+		ctx = context.Background()
+	}
 	err := run(ctx, os.Args[1:])
 	stop()
 	if err != nil {
@@ -144,7 +150,7 @@ func run(ctx context.Context, args []string) error {
 		if len(rest) == 0 {
 			return errors.New("exec: no command")
 		}
-		err := l.Exec(ctx, node, os.Stdin, os.Stdout, os.Stderr, rest...)
+		err := runInside(ctx, l, node, rest...)
 		if isExit(err) {
 			return exitCode(lab.ExitCode(err))
 		}
@@ -160,7 +166,17 @@ func run(ctx context.Context, args []string) error {
 			fs.Usage()
 			return errors.New("logs: want NODE [UNIT]")
 		}
-		err := l.Logs(ctx, fs.Arg(0), fs.Arg(1), *follow, *lines, os.Stdout)
+		largs := []string{"journalctl", "--no-pager"}
+		if fs.Arg(1) != "" {
+			largs = append(largs, "-u", fs.Arg(1))
+		}
+		if *follow {
+			largs = append(largs, "-f")
+		}
+		if *lines > 0 {
+			largs = append(largs, "-n", strconv.Itoa(*lines))
+		}
+		err := runInside(ctx, l, fs.Arg(0), largs...)
 		if isExit(err) {
 			return exitCode(lab.ExitCode(err))
 		}
@@ -182,6 +198,32 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown command %q (see stellar-lab --help)", cmd)
+}
+
+// runInside runs a command in a node with our stdio, passing SIGINT, SIGTERM
+// and SIGHUP sent to stellar-lab on to it.
+func runInside(ctx context.Context, l *lab.Lab, node string, args ...string) error {
+	cmd, err := l.Command(ctx, node, args...)
+	if err != nil {
+		return err
+	}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		for s := range sigs {
+			if node == lab.Client {
+				_ = cmd.Process.Signal(s)
+			} else {
+				lab.SignalInside(cmd, s.(syscall.Signal))
+			}
+		}
+	}()
+	return cmd.Wait()
 }
 
 func isExit(err error) bool {
