@@ -286,6 +286,7 @@ func (l *Lab) stopNode(ctx context.Context, name string) error {
 			return fmt.Errorf("kill processes of %s: some survive", name)
 		}
 	}
+	removeNspawnLock(root)
 	if err := unmountUnder(root); err != nil {
 		return err
 	}
@@ -519,4 +520,14 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o644)
+}
+
+// removeNspawnLock removes the image lock file nspawn keeps for dir under
+// /run/systemd/nspawn/locks; a killed nspawn cannot remove it itself.
+func removeNspawnLock(dir string) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return
+	}
+	_ = os.Remove(fmt.Sprintf("/run/systemd/nspawn/locks/inode-%d:%d", st.Dev, st.Ino))
 }

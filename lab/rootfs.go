@@ -152,6 +152,8 @@ func (l *Lab) buildRootfs(ctx context.Context, dir string, pkgs []string) error 
 	err = l.runLogged(ctx, append(nspawnEnv(), "DEBIAN_FRONTEND=noninteractive"), "systemd-nspawn",
 		"-D", tmp, "--register=no", "--keep-unit", "--pipe", "-E", "DEBIAN_FRONTEND=noninteractive",
 		"/bin/sh", "-c", install)
+	removeNspawnLock(tmp)
+	_ = os.Remove(filepath.Join("/run/systemd/nspawn/propagate", filepath.Base(tmp)))
 	if err != nil {
 		return fmt.Errorf("install packages: %w", err)
 	}
