@@ -107,7 +107,11 @@ func (l *Lab) startDelayer(ctx context.Context, node string, ms int) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command("nsenter", "--net="+netnsPath(l.NodeNS(node)), "--", exe)
+	prev, _ := os.ReadFile(logf.Name())
+	bound := strings.Count(string(prev), "bound queue "+strconv.Itoa(int(delayQueue(node))))
+	// -test.run=^$ makes a test binary that forgot RunHelper in TestMain
+	// run no tests instead of all of them; RunHelper never reads arguments.
+	cmd := exec.Command("nsenter", "--net="+netnsPath(l.NodeNS(node)), "--", exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=delay",
 		"STELLAR_LAB_QUEUE="+strconv.Itoa(int(delayQueue(node))), "STELLAR_LAB_DELAY_MS="+strconv.Itoa(ms))
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -125,10 +129,15 @@ func (l *Lab) startDelayer(ctx context.Context, node string, ms int) error {
 	}
 	// Give the helper a moment to bind its queue; until then the rule's
 	// bypass lets packets through undelayed.
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, _ := os.ReadFile(logf.Name()); strings.Contains(string(b), "bound queue "+strconv.Itoa(int(delayQueue(node)))) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, _ := os.ReadFile(logf.Name()); strings.Count(string(b), "bound queue "+strconv.Itoa(int(delayQueue(node)))) > bound {
 			break
+		}
+		if !alive(p.pid, p.start) || time.Now().After(deadline) {
+			killAll([]int{p.pid}, time.Second)
+			_ = os.Remove(l.delayFile(node))
+			return fmt.Errorf("delay helper %s did not start (does the program call lab.RunHelper first?): %s", exe, tail(logf.Name(), 5))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
