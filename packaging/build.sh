@@ -60,7 +60,12 @@ fi
 date_s=$(git log -1 --format=%cd --date=format:'%B %Y' 2>/dev/null || date -u +'%B %Y')
 manpage() { # binary section description
 	b=$1 s=$2 d=$3 out="$stage/man/man$2/$1.$2"
-	if ! help2man --no-info --section="$s" --version-option=version \
+	help=$(timeout 10 "$stage/bin/$b" --help 2>&1 </dev/null || true)
+	if [ "$(printf '%s\n' "$help" | head -1)" = NAME ]; then
+		# Stellar's --help is laid out as a manual page already.
+		printf '%s\n' "$help" | awk -v title="$b" -v section="$s" -v date="$date_s" \
+			-v source="Stellar $version" -v manual="Stellar" -f "$here/help2roff.awk" >"$out"
+	elif ! timeout 30 help2man --no-info --section="$s" --version-option=version \
 		--no-discard-stderr --name="$d" --source="Stellar $version" \
 		--manual="Stellar" --output="$out" "$stage/bin/$b" >/dev/null 2>&1 \
 		|| [ ! -s "$out" ]; then

@@ -65,7 +65,7 @@ nspawn)
 			--timezone=off --network-namespace-path=/run/netns/$NS \
 			--bind=$W/containerd:/var/lib/containerd >$W/console.log 2>&1 </dev/null &
 		echo $! >$W/nspawn.pid
-		for _ in $(seq 100); do
+		for _ in $(seq 400); do
 			init=$(ps -o pid= --ppid "$(cat $W/nspawn.pid)" 2>/dev/null | head -1 | tr -d ' ')
 			if [ -n "$init" ]; then
 				echo "$init" >$W/init.pid
@@ -82,8 +82,8 @@ nspawn)
 	}
 	down() {
 		if [ -f $W/nspawn.pid ]; then
-			p=$(cat $W/nspawn.pid)
 			# kill the whole tree: nspawn, the node's systemd and all below it
+			p="$(cat $W/nspawn.pid) $(cat $W/init.pid 2>/dev/null)"
 			pids=$p
 			todo=$p
 			while [ -n "$todo" ]; do
@@ -96,7 +96,7 @@ nspawn)
 		fi
 		mountpoint -q $W/root 2>/dev/null && umount -l $W/root
 		ip netns del $NS 2>/dev/null
-		rm -rf $W/upper $W/work
+		rm -rf $W/upper $W/work $W/containerd
 	}
 	;;
 *) echo "install-test.sh: unknown DRIVER $DRIVER"; exit 1 ;;
