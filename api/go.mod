@@ -1,0 +1,3 @@
+module stellar.dev/api
+
+go 1.26.0

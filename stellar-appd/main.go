@@ -1,0 +1,21 @@
+// Command stellar-appd runs this node's share of the cluster's applications on containerd.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"stellar.dev/daemon"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "stellar-appd: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	return daemon.Run(ctx, spec(), args)
+}

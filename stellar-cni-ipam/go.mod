@@ -1,0 +1,7 @@
+module stellar.dev/stellar-cni-ipam
+
+go 1.26.0
+
+require stellar.dev/api v0.0.0-00010101000000-000000000000
+
+replace stellar.dev/api => ../api
