@@ -191,7 +191,7 @@ fi
 dnsq() { # [dig options...] -> prints rcode or nothing
 	x dig +tries=1 +time=3 "$@" @$DNS </dev/null 2>/dev/null | sed -n 's/.*status: \([A-Z]*\).*/\1/p' | head -1
 }
-x systemctl stop stellar-dnsd.service </dev/null
+x systemctl stop stellar-dnsd.service </dev/null 2>/dev/null
 st=$(x systemctl is-active stellar-dnsd.service </dev/null); sst=$(x systemctl is-active stellar-dnsd-dns.socket </dev/null)
 [ "$st" = inactive ] && [ "$sst" = active ] && pass "stop stellar-dnsd.service: service $st, socket $sst" || fail "stop stellar-dnsd.service: service $st, socket $sst"
 rc=$(dnsq +retry=2 web.example.stellar A)
@@ -210,7 +210,7 @@ else
 	else skip "dnsd does not answer DNS queries yet (activation itself checked above)"
 	fi
 fi
-x systemctl stop stellar-gossip.service </dev/null
+x systemctl stop stellar-gossip.service </dev/null 2>/dev/null
 code=$(x curl -s -o /dev/null -w '%{http_code}' --max-time 20 --unix-socket /run/stellar/gossip.sock http://gossip/v1/health </dev/null)
 st=$(x systemctl is-active stellar-gossip.service </dev/null)
 [ "$code" = 200 ] && [ "$st" = active ] && pass "stopped stellar-gossip started again by a connection to gossip.sock (HTTP $code)" \

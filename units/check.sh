@@ -21,7 +21,7 @@ need() { # command package
 }
 need systemd-analyze systemd
 
-fail=0
+fail=0 npass=0 nfail=0
 tree=$(mktemp -d /tmp/stellar-units-check.XXXXXX)
 trap 'rm -rf "$tree"' EXIT INT TERM
 
@@ -64,9 +64,9 @@ for u in $units containerd.service; do
 	if [ "$rc" -ne 0 ] || [ -n "$bad" ]; then
 		echo "FAIL verify   $u"
 		printf '%s\n' "$out" | sed 's/^/    /'
-		fail=1
+		fail=1 nfail=$((nfail + 1))
 	else
-		echo "PASS verify   $u"
+		echo "PASS verify   $u"; npass=$((npass + 1))
 	fi
 done
 
@@ -81,17 +81,18 @@ for u in $units; do
 	line=$(systemd-analyze security --offline=true --root="$tree" "$u" 2>&1 | grep 'Overall exposure level' || true)
 	score=$(printf '%s\n' "$line" | sed -n 's/.*: \([0-9][0-9.]*\).*/\1/p')
 	if [ -z "$score" ]; then
-		echo "FAIL security $u: no score"
+		echo "FAIL security $u: no score"; nfail=$((nfail + 1))
 		systemd-analyze security --offline=true --root="$tree" "$u" 2>&1 | tail -5 | sed 's/^/    /'
 		fail=1
 	elif awk -v s="$score" -v l="$limit" 'BEGIN{exit !(s+0 <= l+0)}'; then
-		echo "PASS security $u exposure $score (limit $limit)"
+		echo "PASS security $u exposure $score (limit $limit)"; npass=$((npass + 1))
 	else
-		echo "FAIL security $u exposure $score (limit $limit)"
+		echo "FAIL security $u exposure $score (limit $limit)"; nfail=$((nfail + 1))
 		fail=1
 	fi
 done
 
+echo "$npass passed, $nfail failed"
 if [ "$fail" -ne 0 ]; then
 	echo "units/check.sh: FAILED"
 	exit 1
