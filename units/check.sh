@@ -93,8 +93,4 @@ for u in $units; do
 done
 
 echo "$npass passed, $nfail failed"
-if [ "$fail" -ne 0 ]; then
-	echo "units/check.sh: FAILED"
-	exit 1
-fi
-echo "units/check.sh: all units pass"
+[ "$fail" -eq 0 ]
