@@ -10,8 +10,8 @@ import (
 
 func spec() daemon.Spec {
 	return daemon.Spec{
-		Name:        "appd",
-		Summary:     "applications of a Stellar node, on containerd",
+		Name:    "appd",
+		Summary: "applications of a Stellar node, on containerd",
 		Description: `stellar-appd runs this node's share of the cluster's applications on containerd:
 placement with no master, restarts, health checks, rolling updates and logs.`,
 		Sockets: func(cfg config.Config) []listen.Spec {

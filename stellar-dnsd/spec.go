@@ -10,8 +10,8 @@ import (
 
 func spec() daemon.Spec {
 	return daemon.Spec{
-		Name:        "dnsd",
-		Summary:     "cluster DNS of a Stellar node",
+		Name:    "dnsd",
+		Summary: "cluster DNS of a Stellar node",
 		Description: `stellar-dnsd answers the cluster zone ([dns] domain) from the replicated state
 and forwards every other name to the upstream servers.`,
 		Sockets: func(cfg config.Config) []listen.Spec {

@@ -10,8 +10,8 @@ import (
 
 func spec() daemon.Spec {
 	return daemon.Spec{
-		Name:        "gossip",
-		Summary:     "membership, replicated cluster state and the peer port of a Stellar node",
+		Name:    "gossip",
+		Summary: "membership, replicated cluster state and the peer port of a Stellar node",
 		Description: `stellar-gossip keeps this node in the cluster: it runs serf membership (gossip on
 [gossip] bind, always encrypted), replicates the cluster state and serves the
 peer port ([gossip] peer_api, mutual TLS) that other nodes and remote sctl use.

@@ -10,8 +10,8 @@ import (
 
 func spec() daemon.Spec {
 	return daemon.Spec{
-		Name:        "netd",
-		Summary:     "subnet, bridge, routes and IP allocations of a Stellar node",
+		Name:    "netd",
+		Summary: "subnet, bridge, routes and IP allocations of a Stellar node",
 		Description: `stellar-netd claims this node's container subnet from [network] subnet, creates
 the bridge, keeps one static route per alive peer and allocates container IPs
 for the stellar-cni-ipam CNI plugin.`,

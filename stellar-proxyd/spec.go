@@ -10,8 +10,8 @@ import (
 
 func spec() daemon.Spec {
 	return daemon.Spec{
-		Name:        "proxyd",
-		Summary:     "HTTP(S) ingress proxy of a Stellar node",
+		Name:    "proxyd",
+		Summary: "HTTP(S) ingress proxy of a Stellar node",
 		Description: `stellar-proxyd routes HTTP and HTTPS requests by host name to the instances of
 the cluster's endpoints, with health checks and automatic HTTPS.`,
 		Sockets: func(cfg config.Config) []listen.Spec {
