@@ -48,6 +48,7 @@ lab)
 	up() { "$LAB" down >/dev/null 2>&1; "$LAB" up -n 1 --no-stellar; }
 	x() { "$LAB" exec "$NODE" -- "$@"; }
 	down() { "$LAB" down >/dev/null 2>&1; }
+	reboot_node() { "$LAB" fault poweroff "$NODE" && "$LAB" up -n 1 --no-stellar; }
 	;;
 nspawn)
 	W=/var/tmp/stellar-install-test
@@ -59,6 +60,9 @@ nspawn)
 		mkdir -p $W/upper $W/work $W/root $W/containerd
 		mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$W/upper,workdir=$W/work" $W/root || return 1
 		ip netns add $NS && ip -n $NS link set lo up || return 1
+		boot
+	}
+	boot() {
 		SYSTEMD_SECCOMP=0 SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=0 SYSTEMD_NSPAWN_API_VFS_WRITABLE=1 \
 			setsid systemd-nspawn -D $W/root --boot --register=no --keep-unit --machine=$NS \
 			--capability=all --console=read-only --link-journal=no --resolv-conf=off \
@@ -80,7 +84,14 @@ nspawn)
 		nsenter -t "$(cat $W/init.pid)" -a -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 			HOME=/root LANG=C.UTF-8 SYSTEMD_PAGER=cat "$@"
 	}
+	reboot_node() { poweroff; boot; }
 	down() {
+		poweroff
+		mountpoint -q $W/root 2>/dev/null && umount -l $W/root
+		ip netns del $NS 2>/dev/null
+		rm -rf $W/upper $W/work $W/containerd
+	}
+	poweroff() {
 		if [ -f $W/nspawn.pid ]; then
 			# kill the whole tree: nspawn, the node's systemd and all below it
 			p="$(cat $W/nspawn.pid) $(cat $W/init.pid 2>/dev/null)"
@@ -94,9 +105,6 @@ nspawn)
 			sleep 0.5
 			rm -f $W/nspawn.pid $W/init.pid
 		fi
-		mountpoint -q $W/root 2>/dev/null && umount -l $W/root
-		ip netns del $NS 2>/dev/null
-		rm -rf $W/upper $W/work $W/containerd
 	}
 	;;
 *) echo "install-test.sh: unknown DRIVER $DRIVER"; exit 1 ;;
@@ -301,6 +309,35 @@ if [ -n "$ok" ] && x journalctl -u $w --no-pager </dev/null | grep -qi 'watchdog
 else
 	fail "watchdog: $w not restarted after SIGSTOP (PID $pid -> $np)"
 	x journalctl -u $w -n 10 --no-pager </dev/null | sed 's/^/     /'
+fi
+
+# --- upgrade path: services restart, sockets stay ---------------------------------------------
+sock_ts() { for s in $SOCKETS; do x systemctl show -P ActiveEnterTimestampMonotonic $s.socket </dev/null; done | tr '\n' ' '; }
+svc_pids() { for s in $SERVICES; do x systemctl show -P MainPID $s.service </dev/null; done | tr '\n' ' '; }
+before_ts=$(sock_ts); before_pids=$(svc_pids)
+if out=$(x env DEBIAN_FRONTEND=noninteractive dpkg -i "$deb_in" </dev/null 2>&1); then
+	for s in $SERVICES; do wait_active $s.service 30; done
+	after_ts=$(sock_ts); after_pids=$(svc_pids)
+	same=0; for p in $after_pids; do case " $before_pids " in *" $p "*) same=$((same + 1)) ;; esac; done
+	if [ "$before_ts" = "$after_ts" ] && [ "$same" = 0 ]; then
+		pass "upgrade (dpkg -i over the installed package): every service restarted, no socket restarted"
+	else
+		fail "upgrade: sockets kept: $([ "$before_ts" = "$after_ts" ] && echo yes || echo no), services not restarted: $same"
+	fi
+else
+	fail "upgrade (dpkg -i over the installed package)"; printf '%s\n' "$out" | tail -10 | sed 's/^/     /'
+fi
+
+# --- reboot: everything comes back by itself --------------------------------------------------
+if reboot_node >/tmp/stellar-install-test-up.log 2>&1; then
+	down_units=""
+	for s in $SERVICES; do wait_active $s.service 60 || down_units="$down_units $s.service"; done
+	for s in $SOCKETS; do [ "$(x systemctl is-active $s.socket </dev/null)" = active ] || down_units="$down_units $s.socket"; done
+	[ "$(x systemctl is-active stellar.target </dev/null)" = active ] || down_units="$down_units stellar.target"
+	[ -z "$down_units" ] && pass "after a power cycle of the node: stellar.target, every service and socket active" \
+		|| fail "after a power cycle, not active:$down_units"
+else
+	fail "power cycle of the node: $(tail -3 /tmp/stellar-install-test-up.log)"
 fi
 
 # --- remove and purge ------------------------------------------------------------------------------
