@@ -362,6 +362,18 @@ x test -d /var/lib/stellar </dev/null && pass "after remove: /var/lib/stellar ke
 	|| fail "after remove: /var/lib/stellar is gone"
 x test -f /etc/stellar/stellar.toml </dev/null && pass "after remove: /etc/stellar/stellar.toml kept (conffile)" || fail "after remove: conffile gone"
 
+# --- reinstall after remove: enabled and started again -------------------------------------------
+if out=$(x env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$deb_in" </dev/null 2>&1); then
+	down_units=""
+	for s in $SERVICES; do wait_active $s.service 30 || down_units="$down_units $s"; done
+	[ -z "$down_units" ] && [ "$(x systemctl is-enabled stellar.target </dev/null)" = enabled ] \
+		&& pass "reinstall after remove: stellar.target enabled, every service active again" \
+		|| fail "reinstall after remove: not active:$down_units, target $(x systemctl is-enabled stellar.target </dev/null)"
+else
+	fail "reinstall after remove"; printf '%s\n' "$out" | tail -10 | sed 's/^/     /'
+fi
+
+# purge straight from the installed state (prerm remove, then postrm purge)
 if out=$(x env DEBIAN_FRONTEND=noninteractive apt-get purge -y stellar </dev/null 2>&1); then
 	pass "apt-get purge stellar"
 else
