@@ -300,7 +300,8 @@ func (d *Daemon) Done() <-chan struct{} { return d.done }
 
 // Lifecycle runs the checks every daemon must pass, as subtests: started
 // self-bound and socket-activated, it answers /v1/health and /v1/version,
-// says READY=1, and on SIGTERM says STOPPING=1 and exits 0; a bad config
+// says READY=1, feeds the watchdog, says RELOADING=1 on SIGHUP, and on
+// SIGTERM says STOPPING=1 and exits 0; a bad config
 // file fails with file:line:key. config is TOML for the daemon's own
 // section, to keep its other listeners on loopback test addresses.
 func Lifecycle(t *testing.T, pkg, name, config string) {
@@ -311,9 +312,14 @@ func Lifecycle(t *testing.T, pkg, name, config string) {
 			mode = "socketActivated"
 		}
 		t.Run(mode, func(t *testing.T) {
-			d := Start(t, bin, Options{Name: name, Config: config, Activated: activated})
+			// The watchdog must be fed while the daemon's own health check
+			// passes, even with no other daemon on the node.
+			d := Start(t, bin, Options{Name: name, Config: config, Activated: activated, Env: []string{"WATCHDOG_USEC=400000"}})
 			d.WaitHealth(t, 20*time.Second)
 			d.Notify.WaitFor(t, "READY=1", 20*time.Second)
+			d.Notify.WaitFor(t, "WATCHDOG=1", 20*time.Second)
+			d.Signal(t, syscall.SIGHUP)
+			d.Notify.WaitFor(t, "RELOADING=1", 20*time.Second)
 			var v struct {
 				Daemon string `json:"daemon"`
 			}

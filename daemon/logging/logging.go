@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 
 	"github.com/coreos/go-systemd/v22/journal"
 	"golang.org/x/sys/unix"
@@ -61,7 +60,6 @@ type journalHandler struct {
 	send   sendFunc
 	prefix string      // group prefix, "GROUP_"
 	attrs  []slog.Attr // from WithAttrs, already prefixed
-	mu     sync.Mutex
 }
 
 func (h *journalHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
