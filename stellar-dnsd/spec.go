@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-
 	"stellar.dev/daemon"
 	"stellar.dev/daemon/config"
 	"stellar.dev/daemon/listen"
@@ -12,26 +10,28 @@ func spec() daemon.Spec {
 	return daemon.Spec{
 		Name:    "dnsd",
 		Summary: "cluster DNS of a Stellar node",
-		Description: `stellar-dnsd answers the cluster zone ([dns] domain) from the replicated state
-and forwards every other name to the upstream servers.`,
-		Sockets: func(cfg config.Config) []listen.Spec {
-			return dnsSockets(cfg)
-		},
-		New: func(env *daemon.Env) (daemon.Service, error) { return &service{env: env}, nil },
+		Description: `stellar-dnsd answers the cluster zone ([dns] domain, default "stellar.") from
+the replicated state and forwards every other name to the upstream servers.
+
+<service>.<app>.<domain> has an A (or AAAA) record per running, healthy
+instance on an alive node, <n>.<service>.<app>.<domain> names instance n,
+both carry TXT "node=<node>; updated=<time>", and each endpoint of an
+instance is an SRV record _<endpoint>._<proto>.<service>.<app>.<domain>.
+Custom records (A, AAAA, CNAME, TXT, SRV, MX) are cluster keys under
+dns/records/, managed with sctl nameserver create|list|delete.
+
+Until the first sync with stellar-gossip after a start the zone answers
+SERVFAIL, never a cacheable NXDOMAIN. Names outside the zone go to
+[dns] upstream, or to the nameservers of [dns] upstream_resolv_conf (never
+Stellar's own addresses), with failover; SERVFAIL when none answers.
+UDP and TCP, EDNS0 (1232 bytes), TC=1 when an answer does not fit.`,
+		Sockets: dnsSockets,
+		New:     newService,
 	}
 }
 
-// service is the daemon's work; for now it only serves the common API.
-type service struct {
-	env *daemon.Env
-}
-
-func (s *service) Run(ctx context.Context, ready func()) error {
-	ready()
-	<-ctx.Done()
-	return nil
-}
-
+// dnsSockets are the DNS sockets, role "dns": UDP and TCP on every
+// [dns] listen address. Under systemd they come from stellar-dnsd.socket.
 func dnsSockets(cfg config.Config) []listen.Spec {
 	var out []listen.Spec
 	for _, a := range cfg.DNS.Listen {
