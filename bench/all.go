@@ -1,0 +1,15 @@
+// Package bench lists Stellar's side-by-side benchmarks; `make bench` runs
+// them all (cmd/stellar-bench) and writes RESULTS.md.
+package bench
+
+import (
+	"stellar.dev/bench/footprint"
+	"stellar.dev/bench/harness"
+)
+
+// All returns every benchmark, in report order.
+func All() []harness.Benchmark {
+	return []harness.Benchmark{
+		footprint.Benchmark,
+	}
+}

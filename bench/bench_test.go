@@ -1,0 +1,60 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"stellar.dev/bench/harness"
+)
+
+// TestBenchmarks_short runs every benchmark in its short mode, only to prove
+// it still runs: no figure is asserted (the machines are shared and noisy).
+func TestBenchmarks_short(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("benchmarks need root (network namespaces): SKIPPED — run make test as root")
+	}
+	_, file, _, _ := runtime.Caller(0)
+	repo := filepath.Dir(filepath.Dir(file))
+	binDir := filepath.Join(repo, "bin")
+	if _, err := os.Stat(filepath.Join(binDir, "stellar-gossip")); err != nil {
+		binDir = t.TempDir()
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "stellar.dev/stellar-gossip", "stellar.dev/stellar-netd", "stellar.dev/stellar-dnsd", "stellar.dev/stellar-proxyd", "stellar.dev/stellar-appd")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build daemons: %v\n%s", err, out)
+		}
+	}
+	o := harness.Options{Short: true, Runs: 1, BinDir: binDir, WorkDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, oc := range harness.RunAll(context.Background(), All(), nil, o) {
+		t.Run(oc.Bench.Name, func(t *testing.T) {
+			if oc.Err != nil {
+				t.Fatal(oc.Err)
+			}
+			if len(oc.Result.Subjects) == 0 {
+				t.Fatal("no subject measured")
+			}
+			t.Logf("\n%s", harness.Table(oc.Result))
+		})
+	}
+}
+
+func TestReport_table(t *testing.T) {
+	s := harness.Subject{Name: "stellar-dnsd", Kind: harness.KindStellar}
+	p := harness.Subject{Name: "CoreDNS", Kind: harness.KindPeer}
+	for _, v := range []float64{100, 90, 110, 95, 105} {
+		s.Add("qps", v)
+		p.Add("qps", v/2)
+	}
+	r := harness.Result{Metrics: []harness.Metric{{Name: "qps", Unit: "req/s", HigherIsBetter: true}}, Subjects: []harness.Subject{s, p}}
+	tab := harness.Table(r)
+	if !strings.Contains(tab, "| stellar-dnsd | stellar |  | 100 [90.0–110] | – |") || !strings.Contains(tab, "| CoreDNS | peer |  | 50.0 [45.0–55.0] | 2.00 |") {
+		t.Fatalf("table:\n%s", tab)
+	}
+}

@@ -1,0 +1,295 @@
+// Package harness runs Stellar's side-by-side benchmarks and writes their
+// report: every benchmark measures Stellar and the peer an operator would
+// pick instead in the same run, on the same machine, with the same CPU
+// pinning, and reports medians with min and max and the ratio.
+package harness
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Options are given to every benchmark.
+type Options struct {
+	// Short asks for a run of a few seconds that only proves the benchmark
+	// still works (make test); its figures mean nothing.
+	Short bool
+	// Runs is how many times each measurement is repeated (at least 5 for a
+	// report; 1 in short mode).
+	Runs int
+	// BinDir holds Stellar's binaries (./bin).
+	BinDir string
+	// WorkDir is a scratch directory for the benchmark.
+	WorkDir string
+	// PlotDir is where PNG plots go ("" = no plots).
+	PlotDir string
+	// Log reports progress.
+	Log *slog.Logger
+}
+
+// Benchmark is one side-by-side comparison.
+type Benchmark struct {
+	// Name is short and unique ("dns", "proxy", "footprint").
+	Name string
+	// Title is the report's heading.
+	Title string
+	// Run measures and returns the result.
+	Run func(ctx context.Context, o Options) (Result, error)
+}
+
+// Result is what a benchmark measured.
+type Result struct {
+	// Metrics name what was measured, in order of importance.
+	Metrics []Metric
+	// Subjects are Stellar, its peers and the physical limit.
+	Subjects []Subject
+	// Goal states the target ("at least 2x CoreDNS"), if any.
+	Goal string
+	// Notes are anything a reader must know (setup, pinning, caveats).
+	Notes []string
+	// Plots are PNG files (relative to the report) to show.
+	Plots []string
+}
+
+// Metric is one measured quantity.
+type Metric struct {
+	Name string // "qps", "p99"
+	Unit string // "req/s", "ms", "MiB"
+	// HigherIsBetter orients the ratio's meaning in the report.
+	HigherIsBetter bool
+}
+
+// Subject kinds.
+const (
+	KindStellar = "stellar"
+	KindPeer    = "peer"
+	KindLimit   = "limit"
+)
+
+// Subject is one thing measured.
+type Subject struct {
+	Name    string // "stellar-dnsd", "CoreDNS 1.12.1 (file plugin)"
+	Kind    string
+	Version string
+	// Samples holds each metric's samples, by Metric.Name.
+	Samples map[string][]float64
+}
+
+// Add records one sample.
+func (s *Subject) Add(metric string, v float64) {
+	if s.Samples == nil {
+		s.Samples = map[string][]float64{}
+	}
+	s.Samples[metric] = append(s.Samples[metric], v)
+}
+
+// Stats summarise samples.
+type Stats struct {
+	Median, Min, Max float64
+	N                int
+}
+
+// Summarise returns the median, min and max of xs.
+func Summarise(xs []float64) Stats {
+	if len(xs) == 0 {
+		return Stats{}
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return Stats{Median: med, Min: s[0], Max: s[len(s)-1], N: len(s)}
+}
+
+// Machine describes where the benchmarks ran.
+type Machine struct {
+	Cores  int
+	CPU    string
+	Kernel string
+	Go     string
+	When   time.Time
+}
+
+// ReadMachine reads the machine's description.
+func ReadMachine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), When: time.Now().UTC()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// Pinned returns cmd wrapped in taskset so it runs on the given CPUs
+// ("0", "1", "0-1"), when taskset exists and the machine has them.
+func Pinned(cpus string, name string, args ...string) *exec.Cmd {
+	if _, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() > 1 {
+		return exec.Command("taskset", append([]string{"-c", cpus, name}, args...)...)
+	}
+	return exec.Command(name, args...)
+}
+
+// PackageVersion returns the installed version of a Debian package, or
+// "not installed".
+func PackageVersion(pkg string) string {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", pkg).Output()
+	if err != nil || len(out) == 0 {
+		return "not installed"
+	}
+	return string(out)
+}
+
+// RunAll runs the benchmarks named in only (all when empty) and returns
+// their results in order. A benchmark that fails is reported, not fatal.
+func RunAll(ctx context.Context, benches []Benchmark, only []string, o Options) []Outcome {
+	var out []Outcome
+	for _, b := range benches {
+		if len(only) > 0 && !contains(only, b.Name) {
+			continue
+		}
+		o := o
+		o.WorkDir = filepath.Join(o.WorkDir, b.Name)
+		if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
+			out = append(out, Outcome{Bench: b, Err: err})
+			continue
+		}
+		o.Log.Info("benchmark", "name", b.Name, "short", o.Short, "runs", o.Runs)
+		start := time.Now()
+		r, err := b.Run(ctx, o)
+		out = append(out, Outcome{Bench: b, Result: r, Err: err, Took: time.Since(start)})
+		if err != nil {
+			o.Log.Error("benchmark failed", "name", b.Name, "err", err)
+		}
+	}
+	return out
+}
+
+// Outcome is a benchmark's result or error.
+type Outcome struct {
+	Bench  Benchmark
+	Result Result
+	Err    error
+	Took   time.Duration
+}
+
+func contains(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Report renders the outcomes as Markdown.
+func Report(m Machine, outs []Outcome) string {
+	var b strings.Builder
+	b.WriteString("# Stellar benchmark results\n\n")
+	b.WriteString("Written by `make bench`. Each benchmark runs Stellar and the peer an operator would pick instead\n")
+	b.WriteString("in the same run on the same machine with the same CPU pinning. Figures are medians with\n")
+	b.WriteString("[min–max] over the runs; the ratio is Stellar's median over the subject's.\n\n")
+	fmt.Fprintf(&b, "Machine: %d cores, %s, kernel %s, %s, %s.\n\n", m.Cores, m.CPU, m.Kernel, m.Go, m.When.Format(time.RFC3339))
+	for _, o := range outs {
+		fmt.Fprintf(&b, "## %s\n\n", o.Bench.Title)
+		if o.Err != nil {
+			fmt.Fprintf(&b, "**Did not complete:** %v\n\n", o.Err)
+			continue
+		}
+		r := o.Result
+		if r.Goal != "" {
+			fmt.Fprintf(&b, "Goal: %s\n\n", r.Goal)
+		}
+		b.WriteString(Table(r))
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+		if len(r.Notes) > 0 {
+			b.WriteString("\n")
+		}
+		for _, p := range r.Plots {
+			fmt.Fprintf(&b, "![%s](%s)\n\n", filepath.Base(p), p)
+		}
+		fmt.Fprintf(&b, "_Took %s._\n\n", o.Took.Round(time.Second))
+	}
+	return b.String()
+}
+
+// Table renders one result as a Markdown table: a row per subject, a column
+// per metric, and the ratio of Stellar to each subject on the first metric.
+func Table(r Result) string {
+	var b strings.Builder
+	var stellar *Subject
+	for i := range r.Subjects {
+		if r.Subjects[i].Kind == KindStellar {
+			stellar = &r.Subjects[i]
+			break
+		}
+	}
+	b.WriteString("| subject | kind | version |")
+	for _, m := range r.Metrics {
+		fmt.Fprintf(&b, " %s (%s) |", m.Name, m.Unit)
+	}
+	if len(r.Metrics) > 0 {
+		fmt.Fprintf(&b, " Stellar/subject (%s) |", r.Metrics[0].Name)
+	}
+	b.WriteString("\n|---|---|---|")
+	for range r.Metrics {
+		b.WriteString("---|")
+	}
+	if len(r.Metrics) > 0 {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, s := range r.Subjects {
+		fmt.Fprintf(&b, "| %s | %s | %s |", s.Name, s.Kind, s.Version)
+		for _, m := range r.Metrics {
+			st := Summarise(s.Samples[m.Name])
+			if st.N == 0 {
+				b.WriteString(" – |")
+				continue
+			}
+			fmt.Fprintf(&b, " %s [%s–%s] |", num(st.Median), num(st.Min), num(st.Max))
+		}
+		if len(r.Metrics) > 0 {
+			ratio := "–"
+			if stellar != nil && s.Kind != KindStellar {
+				a := Summarise(stellar.Samples[r.Metrics[0].Name]).Median
+				c := Summarise(s.Samples[r.Metrics[0].Name]).Median
+				if c != 0 {
+					ratio = fmt.Sprintf("%.2f", a/c)
+				}
+			}
+			fmt.Fprintf(&b, " %s |", ratio)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func num(f float64) string {
+	switch {
+	case f >= 100:
+		return fmt.Sprintf("%.0f", f)
+	case f >= 10:
+		return fmt.Sprintf("%.1f", f)
+	}
+	return fmt.Sprintf("%.2f", f)
+}
