@@ -3,13 +3,11 @@
 package main
 
 import (
-	"fmt"
-	"os"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 func main() {
-	// Placeholder until the plugin is built: answer as a CNI plugin would,
-	// with an error result on stdout.
-	fmt.Println(`{"cniVersion":"1.0.0","code":999,"msg":"stellar-cni-ipam is not implemented yet"}`)
-	os.Exit(1)
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus},
+		version.All, "stellar-cni-ipam: Stellar's CNI IPAM plugin (asks stellar-netd)")
 }
