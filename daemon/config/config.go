@@ -62,6 +62,15 @@ type Gossip struct {
 	Peers []string `toml:"peers"`
 	// Profile is "lan" (serf's defaults) or "edge" (slow links).
 	Profile string `toml:"profile"`
+	// AntiEntropy is how often the state is compared with one random peer
+	// (0: the profile's default, 30s for lan, 2m for edge).
+	AntiEntropy time.Duration `toml:"anti_entropy"`
+	// ReconnectTimeout is how long a failed node is retried before it is
+	// reaped; tombstones are kept at least as long.
+	ReconnectTimeout time.Duration `toml:"reconnect_timeout"`
+	// UserEvents pushes each change at once as a serf user event; without
+	// them the state converges by anti-entropy alone.
+	UserEvents bool `toml:"user_events"`
 }
 
 // Network is the [network] section, read by stellar-netd.
@@ -131,6 +140,7 @@ func DefaultConfig() Config {
 		Node: Node{RunDir: "/run/stellar", StateDir: "/var/lib/stellar", LogLevel: "info", Labels: []string{}},
 		Gossip: Gossip{
 			Bind: "0.0.0.0:7946", PeerAPI: "0.0.0.0:7947", Peers: []string{}, Profile: "lan",
+			ReconnectTimeout: 24 * time.Hour, UserEvents: true,
 		},
 		Network: Network{
 			Subnet: "172.16.0.0/12", NodePrefix: 22, Bridge: "stellar0", DNSAddress: "169.254.53.53",
@@ -328,6 +338,12 @@ func (c Config) Validate() error {
 	}
 	if c.Gossip.Profile != "lan" && c.Gossip.Profile != "edge" {
 		return bad("gossip.profile", "%q is not lan or edge", c.Gossip.Profile)
+	}
+	if c.Gossip.AntiEntropy != 0 && (c.Gossip.AntiEntropy < 100*time.Millisecond || c.Gossip.AntiEntropy > time.Hour) {
+		return bad("gossip.anti_entropy", "%s must be 0 (the profile's default) or between 100ms and 1h", c.Gossip.AntiEntropy)
+	}
+	if c.Gossip.ReconnectTimeout < 10*time.Second {
+		return bad("gossip.reconnect_timeout", "%s is shorter than 10s", c.Gossip.ReconnectTimeout)
 	}
 	pfx, err := netip.ParsePrefix(c.Network.Subnet)
 	if err != nil || !pfx.Addr().Is4() || pfx.Masked() != pfx {

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/serf/serf"
+
+	"stellar.dev/api/errdefs"
+	"stellar.dev/stellar-gossip/store"
+)
+
+// wireVersion is the version of the replication messages (user events and
+// peer-port calls). A node refuses, with a clear message, what it cannot read.
+const wireVersion = 1
+
+// maxEventPayload is the largest user event we gossip: memberlist never
+// gossips bigger ones, so larger changes go by reference.
+const maxEventPayload = 900
+
+// userEventName is the serf user event carrying state changes.
+const userEventName = "st"
+
+// stateMsg is a pushed change: whole records, or a reference to pull.
+type stateMsg struct {
+	W       int            `json:"w"`
+	From    string         `json:"from"`
+	Records []store.Record `json:"r,omitempty"`
+	Ref     *store.Summary `json:"ref,omitempty"`
+}
+
+// decodeStateMsg reads and checks a pushed change.
+func decodeStateMsg(raw []byte) (stateMsg, error) {
+	var m stateMsg
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return stateMsg{}, fmt.Errorf("decode state message: %w", err)
+	}
+	if m.W != wireVersion {
+		return stateMsg{}, fmt.Errorf("state message of wire version %d: this node reads %d (upgrade the older node)", m.W, wireVersion)
+	}
+	if m.From == "" || len(m.From) > 63 {
+		return stateMsg{}, errors.New("state message names no sender")
+	}
+	if len(m.Records) == 0 && m.Ref == nil {
+		return stateMsg{}, errors.New("state message carries nothing")
+	}
+	for _, r := range m.Records {
+		if err := r.Validate(); err != nil {
+			return stateMsg{}, fmt.Errorf("state message: %w", err)
+		}
+	}
+	if m.Ref != nil {
+		if err := store.ValidKey(m.Ref.Key); err != nil {
+			return stateMsg{}, fmt.Errorf("state message reference: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// pushRecord broadcasts one change as a serf user event, by reference
+// when it is too large to gossip.
+func (s *service) pushRecord(rec store.Record) {
+	s.mu.Lock()
+	sf := s.serf
+	s.mu.Unlock()
+	if sf == nil {
+		return
+	}
+	w := rec.Wire()
+	raw, _ := json.Marshal(stateMsg{W: wireVersion, From: s.cfg.Node.Name, Records: []store.Record{w}})
+	if len(raw) > maxEventPayload {
+		raw, _ = json.Marshal(stateMsg{W: wireVersion, From: s.cfg.Node.Name, Ref: &store.Summary{Key: w.Key, HLC: w.HLC, Node: w.Node, Deleted: w.Deleted}})
+	}
+	if err := sf.UserEvent(userEventName, raw, false); err != nil {
+		s.log.Warn("broadcast state change (anti-entropy will carry it)", "key", rec.Key, "err", err)
+		return
+	}
+	s.mPush.Inc()
+}
+
+func (s *service) onUserEvent(e serf.UserEvent) {
+	if e.Name != userEventName {
+		return
+	}
+	if !s.cfg.Gossip.UserEvents {
+		return
+	}
+	m, err := decodeStateMsg(e.Payload)
+	if err != nil {
+		s.log.Warn("refused a state message", "err", err)
+		return
+	}
+	if m.From == s.cfg.Node.Name {
+		return
+	}
+	if len(m.Records) > 0 {
+		won, err := s.st.Merge(m.Records)
+		if err != nil {
+			s.log.Warn("apply pushed change", "from", m.From, "err", err)
+			return
+		}
+		s.mPull.Add(float64(len(won)))
+		return
+	}
+	// By reference: pull it from the sender unless we already have it.
+	if cur, err := s.st.Records([]string{m.Ref.Key}); err == nil && len(cur) == 1 && !store.Newer(m.Ref.HLC, m.Ref.Node, cur[0].HLC, cur[0].Node) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		addr := s.peerOf(m.From)
+		if addr == "" {
+			return
+		}
+		var resp exchangeResp
+		if err := s.peerCall(ctx, addr, "/v1/peer/exchange", exchangeReq{W: wireVersion, Node: s.cfg.Node.Name, Pull: []string{m.Ref.Key}}, &resp); err != nil {
+			s.log.Debug("pull a large change (anti-entropy will carry it)", "key", m.Ref.Key, "from", m.From, "err", err)
+			return
+		}
+		if won, err := s.st.Merge(resp.Records); err == nil {
+			s.mPull.Add(float64(len(won)))
+		}
+	}()
+}
+
+// peerOf returns the peer API address of an alive member, or "".
+func (s *service) peerOf(node string) string {
+	for _, m := range s.members() {
+		if m.Name == node && (m.Status == "alive" || m.Status == "suspect") {
+			return m.PeerAPI
+		}
+	}
+	return ""
+}
+
+// digestReq/Resp and exchangeReq/Resp are the anti-entropy calls on the
+// peer port.
+type digestReq struct {
+	W        int                   `json:"w"`
+	Node     string                `json:"node"`
+	LastSync int64                 `json:"last_sync"`
+	Buckets  [store.Buckets]uint64 `json:"buckets"`
+}
+
+type digestResp struct {
+	W         int             `json:"w"`
+	Node      string          `json:"node"`
+	LastSync  int64           `json:"last_sync"`
+	Differ    []int           `json:"differ"`
+	Summaries []store.Summary `json:"summaries"`
+}
+
+type exchangeReq struct {
+	W    int            `json:"w"`
+	Node string         `json:"node"`
+	Push []store.Record `json:"push,omitempty"`
+	Pull []string       `json:"pull,omitempty"`
+}
+
+type exchangeResp struct {
+	W       int            `json:"w"`
+	Records []store.Record `json:"records"`
+}
+
+// antiEntropyLoop compares state with one random peer every interval, and
+// at once with a peer whose tag shows writes we lack.
+func (s *service) antiEntropyLoop(ctx context.Context) {
+	iv := s.antiEntropy()
+	for {
+		// Jitter so that nodes do not sync in lockstep.
+		wait := iv/2 + time.Duration(rand.Int64N(int64(iv)))
+		var target string
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		case target = <-s.syncNow:
+		}
+		var peers []string
+		for _, m := range s.members() {
+			if m.Name == s.cfg.Node.Name || m.Status != "alive" || m.PeerAPI == "" {
+				continue
+			}
+			if target == "" || m.Name == target {
+				peers = append(peers, m.PeerAPI)
+			}
+		}
+		if len(peers) == 0 {
+			continue
+		}
+		p := peers[rand.IntN(len(peers))]
+		sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := s.syncWith(sctx, p)
+		cancel()
+		if err != nil {
+			s.mSyncErr.Inc()
+			s.log.Debug("anti-entropy", "peer", p, "err", err)
+			continue
+		}
+		s.mSync.Inc()
+	}
+}
+
+// syncWith runs one anti-entropy round with the peer at addr.
+func (s *service) syncWith(ctx context.Context, addr string) error {
+	buckets, _, err := s.st.Digest()
+	if err != nil {
+		return err
+	}
+	last := int64(s.st.Meta("last_sync"))
+	var d digestResp
+	if err := s.peerCall(ctx, addr, "/v1/peer/digest", digestReq{W: wireVersion, Node: s.cfg.Node.Name, LastSync: last, Buckets: buckets}, &d); err != nil {
+		return err
+	}
+	keep := s.cfg.Gossip.ReconnectTimeout
+	now := time.Now()
+	if last != 0 && now.Sub(time.Unix(last, 0)) > keep && d.LastSync != 0 && now.Sub(time.Unix(d.LastSync, 0)) < keep {
+		// Away longer than tombstones live: a delete we missed may be
+		// forgotten by now, so take the cluster keys from the cluster whole.
+		n, err := s.st.DropClusterKeys()
+		if err != nil {
+			return fmt.Errorf("drop stale cluster keys: %w", err)
+		}
+		s.log.Warn("out of contact longer than the reconnect timeout: cluster keys dropped for a full resync", "dropped", n, "away", now.Sub(time.Unix(last, 0)).Round(time.Second))
+		if err := s.st.SetMeta("last_sync", 0); err != nil {
+			return err
+		}
+		return s.syncWith(ctx, addr)
+	}
+	if len(d.Differ) > 0 {
+		pull, push, err := s.st.Diff(d.Differ, d.Summaries)
+		if err != nil {
+			return err
+		}
+		if len(pull) > 0 || len(push) > 0 {
+			var x exchangeResp
+			if err := s.peerCall(ctx, addr, "/v1/peer/exchange", exchangeReq{W: wireVersion, Node: s.cfg.Node.Name, Push: push, Pull: pull}, &x); err != nil {
+				return err
+			}
+			won, err := s.st.Merge(x.Records)
+			if err != nil {
+				return err
+			}
+			s.mPull.Add(float64(len(won)))
+		}
+	}
+	return s.st.SetMeta("last_sync", uint64(now.Unix()))
+}
+
+// handlePeerDigest answers a digest: the differing buckets' summaries.
+func (s *service) handlePeerDigest(w http.ResponseWriter, r *http.Request) error {
+	var req digestReq
+	if err := decodePeer(r, &req); err != nil {
+		return err
+	}
+	mine, _, err := s.st.Digest()
+	if err != nil {
+		return err
+	}
+	resp := digestResp{W: wireVersion, Node: s.cfg.Node.Name, LastSync: int64(s.st.Meta("last_sync")), Differ: []int{}}
+	for i := range mine {
+		if mine[i] != req.Buckets[i] {
+			resp.Differ = append(resp.Differ, i)
+		}
+	}
+	if len(resp.Differ) > 0 {
+		if resp.Summaries, err = s.st.Summaries(resp.Differ); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, resp)
+	return nil
+}
+
+// handlePeerExchange merges pushed records and returns the pulled ones.
+func (s *service) handlePeerExchange(w http.ResponseWriter, r *http.Request) error {
+	var req exchangeReq
+	if err := decodePeer(r, &req); err != nil {
+		return err
+	}
+	if len(req.Push) > 0 {
+		won, err := s.st.Merge(req.Push)
+		if err != nil {
+			return errdefs.New(errdefs.ErrInvalidArgument, "merge pushed records: %v", err)
+		}
+		s.mPull.Add(float64(len(won)))
+	}
+	recs, err := s.st.Records(req.Pull)
+	if err != nil {
+		return err
+	}
+	if recs == nil {
+		recs = []store.Record{}
+	}
+	writeJSON(w, exchangeResp{W: wireVersion, Records: recs})
+	return nil
+}
+
+// decodePeer reads a peer-port JSON body and checks its wire version.
+func decodePeer(r *http.Request, v any) error {
+	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, 256<<20))
+	if err != nil {
+		return errdefs.New(errdefs.ErrInvalidArgument, "read request: %v", err)
+	}
+	var probe struct {
+		W int `json:"w"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return errdefs.New(errdefs.ErrInvalidArgument, "decode request: %v", err)
+	}
+	if probe.W != wireVersion {
+		return errdefs.New(errdefs.ErrUnsupportedVersion, "peer speaks replication wire version %d, this node %d: upgrade the older node", probe.W, wireVersion)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return errdefs.New(errdefs.ErrInvalidArgument, "decode request: %v", err)
+	}
+	return nil
+}

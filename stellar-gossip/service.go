@@ -1,0 +1,461 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+
+	"stellar.dev/api"
+	"stellar.dev/api/gossipapi"
+	"stellar.dev/daemon"
+	"stellar.dev/daemon/config"
+	"stellar.dev/daemon/metrics"
+	"stellar.dev/stellar-gossip/store"
+)
+
+// Tag names. Every tag is small and fixed-size: serf caps all tags of a
+// member at 512 bytes and every change is a full broadcast.
+const (
+	tagProto   = "v"  // state protocol version
+	tagPeer    = "p"  // peer API host:port
+	tagSubnet  = "sn" // container subnet (netd)
+	tagSeq     = "sq" // owner sequence of node-owned keys
+	tagKeys    = "kd" // short digest of the gossip keys held
+	tagMinGap  = 3 * time.Second
+	protoState = "1"
+)
+
+// service is stellar-gossip's work: the store, serf, replication and the
+// peer port.
+type service struct {
+	env *daemon.Env
+	cfg config.Config
+	log *slog.Logger
+	dir string
+
+	st  *store.Store
+	hub *memberHub
+	sec *security
+
+	mu       sync.Mutex
+	serf     *serf.Serf
+	keyring  *memberlist.Keyring
+	tags     map[string]string // desired
+	applied  map[string]string // last set on serf
+	started  time.Time
+	peerAddr string // advertised peer API host:port
+	serfAddr string // advertised serf host:port
+	syncNow  chan string
+
+	mPush, mPull, mSync, mSyncErr *metrics.Counter
+	mKeys                         *metrics.Gauge
+}
+
+func newService(env *daemon.Env) *service {
+	s := &service{
+		env: env, cfg: env.Config, log: env.Log,
+		dir:     env.Config.StateDirOf("gossip"),
+		hub:     newMemberHub(),
+		tags:    map[string]string{},
+		syncNow: make(chan string, 16),
+	}
+	s.mPush = env.Metrics.Counter("stellar_gossip_pushed_total", "State changes broadcast as user events.").With()
+	s.mPull = env.Metrics.Counter("stellar_gossip_pulled_records_total", "Records received from peers that changed the store.").With()
+	s.mSync = env.Metrics.Counter("stellar_gossip_antientropy_total", "Anti-entropy rounds completed.").With()
+	s.mSyncErr = env.Metrics.Counter("stellar_gossip_antientropy_errors_total", "Anti-entropy rounds that failed.").With()
+	s.mKeys = env.Metrics.Gauge("stellar_gossip_keys", "Live keys in the local store.").With()
+	s.routes(env.Mux)
+	return s
+}
+
+// antiEntropy returns the anti-entropy interval.
+func (s *service) antiEntropy() time.Duration {
+	if d := s.cfg.Gossip.AntiEntropy; d > 0 {
+		return d
+	}
+	if s.cfg.Gossip.Profile == "edge" {
+		return 2 * time.Minute
+	}
+	return 30 * time.Second
+}
+
+func (s *service) Run(ctx context.Context, ready func()) error {
+	s.started = time.Now()
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("create state dir %s: %w", s.dir, err)
+	}
+	st, err := store.Open(filepath.Join(s.dir, "state.db"), s.cfg.Node.Name, store.Options{})
+	if err != nil {
+		return err
+	}
+	s.st = st
+	defer st.Close()
+	sec, err := loadSecurity(s.dir, s.cfg.Node.Name, s.log)
+	if err != nil {
+		return err
+	}
+	s.sec = sec
+
+	peerLns := s.env.Sockets.Listeners("peer")
+	if len(peerLns) == 0 {
+		return fmt.Errorf("no peer port listener")
+	}
+	s.peerAddr = s.advertisedPeer(peerLns[0].Addr())
+	if err := s.startSerf(); err != nil {
+		return err
+	}
+	defer func() {
+		s.mu.Lock()
+		sf := s.serf
+		s.mu.Unlock()
+		// Shutdown without Leave: a restart must not look like a departure.
+		if sf != nil {
+			_ = sf.Shutdown()
+		}
+	}()
+
+	srv := s.peerServer()
+	for _, l := range peerLns {
+		go func(l net.Listener) {
+			if err := srv.Serve(newTLSListener(l, s.sec)); err != nil && err != http.ErrServerClosed {
+				s.log.Error("serve peer port", "addr", l.Addr().String(), "err", err)
+			}
+		}(l)
+	}
+	defer srv.Close()
+	if s.cfg.Node.Metrics != "" {
+		go s.serveMetrics(ctx)
+	}
+	if err := s.publishFacts(); err != nil {
+		s.log.Warn("publish node facts", "err", err)
+	}
+	ready()
+
+	var wg sync.WaitGroup
+	for _, f := range []func(context.Context){s.joinLoop, s.tagLoop, s.antiEntropyLoop, s.factsLoop, s.gcLoop} {
+		wg.Add(1)
+		go func(f func(context.Context)) { defer wg.Done(); f(ctx) }(f)
+	}
+	<-ctx.Done()
+	wg.Wait()
+	return nil
+}
+
+// Health fails while the store cannot be read.
+func (s *service) Health(ctx context.Context) error {
+	if s.st == nil {
+		return fmt.Errorf("state not open yet")
+	}
+	if _, _, err := s.st.List("nodes/" + s.cfg.Node.Name + "/facts"); err != nil {
+		return fmt.Errorf("read state: %w", err)
+	}
+	return nil
+}
+
+// advertisedPeer turns the peer listener's address into one peers can dial.
+func (s *service) advertisedPeer(a net.Addr) string {
+	host, port, _ := net.SplitHostPort(a.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = s.advertiseIP()
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// advertiseIP is [node] advertise, else the bind address when specific,
+// else the first global address of the default-route interface.
+func (s *service) advertiseIP() string {
+	if s.cfg.Node.Advertise != "" {
+		return s.cfg.Node.Advertise
+	}
+	if h, _, err := net.SplitHostPort(s.cfg.Gossip.Bind); err == nil {
+		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
+			return h
+		}
+	}
+	if ip := defaultRouteIP(); ip != "" {
+		return ip
+	}
+	s.log.Warn("no default route with a global address: advertising 127.0.0.1; set [node] advertise")
+	return "127.0.0.1"
+}
+
+// published pushes a local change to peers at once.
+func (s *service) published(rec store.Record) {
+	s.bumpSeqTag()
+	if !s.cfg.Gossip.UserEvents {
+		return
+	}
+	s.pushRecord(rec)
+}
+
+func (s *service) bumpSeqTag() {
+	s.mu.Lock()
+	s.tags[tagSeq] = strconv.FormatUint(s.st.Seq(), 10)
+	s.mu.Unlock()
+}
+
+// setTag sets a desired tag; tagLoop applies it (at most every few seconds).
+func (s *service) setTag(k, v string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v == "" {
+		delete(s.tags, k)
+	} else {
+		s.tags[k] = v
+	}
+	return nil
+}
+
+func (s *service) tagLoop(ctx context.Context) {
+	t := time.NewTicker(tagMinGap)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		s.tags[tagKeys] = s.keyDigestLocked()
+		same := len(s.tags) == len(s.applied)
+		for k, v := range s.tags {
+			if s.applied[k] != v {
+				same = false
+			}
+		}
+		if same || s.serf == nil {
+			s.mu.Unlock()
+			continue
+		}
+		tags := copyMap(s.tags)
+		sf := s.serf
+		s.mu.Unlock()
+		if err := sf.SetTags(tags); err != nil {
+			s.log.Warn("set gossip tags", "err", err)
+			continue
+		}
+		s.mu.Lock()
+		s.applied = tags
+		s.mu.Unlock()
+	}
+}
+
+func copyMap(m map[string]string) map[string]string {
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// members lists the cluster as this node sees it, with labels and facts
+// from the node-owned keys.
+func (s *service) members() []gossipapi.Member {
+	s.mu.Lock()
+	sf := s.serf
+	s.mu.Unlock()
+	var out []gossipapi.Member
+	if sf == nil {
+		out = []gossipapi.Member{{Name: s.cfg.Node.Name, Status: gossipapi.StatusAlive, PeerAPI: s.peerAddr}}
+	} else {
+		suspect := map[string]bool{}
+		for _, n := range sf.Memberlist().Members() {
+			if n.State == memberlist.StateSuspect {
+				suspect[n.Name] = true
+			}
+		}
+		for _, m := range sf.Members() {
+			out = append(out, toMember(m, suspect[m.Name]))
+		}
+	}
+	for i := range out {
+		s.decorate(&out[i])
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func toMember(m serf.Member, suspect bool) gossipapi.Member {
+	st := gossipapi.StatusAlive
+	switch m.Status {
+	case serf.StatusFailed:
+		st = gossipapi.StatusFailed
+	case serf.StatusLeft, serf.StatusLeaving:
+		st = gossipapi.StatusLeft
+	default:
+		if suspect {
+			st = gossipapi.StatusSuspect
+		}
+	}
+	return gossipapi.Member{Name: m.Name, Addr: m.Addr.String(), Port: int(m.Port), PeerAPI: m.Tags[tagPeer], Status: st, Subnet: m.Tags[tagSubnet], Tags: m.Tags}
+}
+
+// decorate adds the labels and facts a member published under its keys.
+func (s *service) decorate(m *gossipapi.Member) {
+	if rec, err := s.st.Get("nodes/" + m.Name + "/facts"); err == nil {
+		var f gossipapi.NodeFacts
+		if json.Unmarshal(rec.Value, &f) == nil {
+			m.Facts = &f
+		}
+	}
+	if rec, err := s.st.Get("nodes/" + m.Name + "/labels"); err == nil {
+		var l map[string]string
+		if json.Unmarshal(rec.Value, &l) == nil && len(l) > 0 {
+			m.Labels = l
+		}
+	}
+}
+
+// publishFacts writes this node's facts and labels.
+func (s *service) publishFacts() error {
+	f := hostFacts(s.started)
+	raw, _ := json.Marshal(f)
+	rec, err := s.st.Put("nodes/"+s.cfg.Node.Name+"/facts", raw, "")
+	if err != nil {
+		return err
+	}
+	s.published(rec)
+	labels, _ := json.Marshal(s.cfg.LabelMap())
+	if cur, err := s.st.Get("nodes/" + s.cfg.Node.Name + "/labels"); err == nil && string(cur.Value) == string(labels) {
+		return nil
+	}
+	rec, err = s.st.Put("nodes/"+s.cfg.Node.Name+"/labels", labels, "")
+	if err != nil {
+		return err
+	}
+	s.published(rec)
+	return nil
+}
+
+// factsLoop refreshes the facts (memory use) every minute.
+func (s *service) factsLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.publishFacts(); err != nil {
+				s.log.Warn("publish node facts", "err", err)
+			}
+		}
+	}
+}
+
+// gcLoop drops old tombstones and counts keys.
+func (s *service) gcLoop(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		_, recs, err := s.st.List("")
+		if err == nil {
+			s.mKeys.Set(float64(len(recs)))
+		}
+		if n, err := s.st.GC(s.cfg.Gossip.ReconnectTimeout + time.Hour); err != nil {
+			s.log.Warn("drop old tombstones", "err", err)
+		} else if n > 0 {
+			s.log.Info("dropped old tombstones", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// info is the answer of GET /v1/cluster/info.
+type info struct {
+	Node     string            `json:"node"`
+	Version  string            `json:"version"`
+	Serf     string            `json:"serf_addr"`
+	PeerAPI  string            `json:"peer_api"`
+	Profile  string            `json:"profile"`
+	Keys     int               `json:"keys"`
+	Rev      uint64            `json:"rev"`
+	Seq      uint64            `json:"seq"`
+	GossipKs int               `json:"gossip_keys"`
+	CAHash   string            `json:"ca_hash"`
+	Members  map[string]int    `json:"members"`
+	Peers    []string          `json:"peers"`
+	Tags     map[string]string `json:"tags"`
+}
+
+func (s *service) handleInfo(w http.ResponseWriter, r *http.Request) error {
+	_, recs, err := s.st.List("")
+	if err != nil {
+		return err
+	}
+	in := info{Node: s.cfg.Node.Name, Version: api.Version, Serf: s.serfAddr, PeerAPI: s.peerAddr, Profile: s.cfg.Gossip.Profile,
+		Keys: len(recs), Rev: s.st.Rev(), Seq: s.st.Seq(), CAHash: s.sec.ca().Hash(), Members: map[string]int{}, Peers: []string{}}
+	s.mu.Lock()
+	if s.keyring != nil {
+		in.GossipKs = len(s.keyring.GetKeys())
+	}
+	in.Tags = copyMap(s.applied)
+	s.mu.Unlock()
+	for _, m := range s.members() {
+		in.Members[m.Status]++
+		if m.Name != s.cfg.Node.Name && m.Status != gossipapi.StatusLeft {
+			in.Peers = append(in.Peers, m.Name+" "+net.JoinHostPort(m.Addr, strconv.Itoa(m.Port)))
+		}
+	}
+	writeJSON(w, in)
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// memberHub keeps recent member events for watchers.
+type memberHub struct {
+	mu   sync.Mutex
+	n    uint64
+	evs  []gossipapi.Member // the last events, evs[i] has seq n-len+i+1
+	wake chan struct{}
+}
+
+func newMemberHub() *memberHub { return &memberHub{wake: make(chan struct{})} }
+
+func (h *memberHub) publish(m gossipapi.Member) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n++
+	h.evs = append(h.evs, m)
+	if len(h.evs) > 1024 {
+		h.evs = h.evs[len(h.evs)-1024:]
+	}
+	close(h.wake)
+	h.wake = make(chan struct{})
+}
+
+func (h *memberHub) seq() uint64 { h.mu.Lock(); defer h.mu.Unlock(); return h.n }
+
+func (h *memberHub) changed() <-chan struct{} { h.mu.Lock(); defer h.mu.Unlock(); return h.wake }
+
+// since returns the events after seq (the kept ones) and the new seq.
+func (h *memberHub) since(seq uint64) ([]gossipapi.Member, uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	first := h.n - uint64(len(h.evs)) + 1
+	if seq+1 < first {
+		seq = first - 1
+	}
+	out := append([]gossipapi.Member(nil), h.evs[seq+1-first:]...)
+	return out, h.n
+}
