@@ -17,7 +17,7 @@ passive ejection, automatic HTTPS by ACME and zero-downtime route swaps.
 Routes come from the cluster state through stellar-gossip; the last state
 seen is kept on disk, so routes are served while stellar-gossip is away.`,
 		Files: map[string]string{
-			"/var/lib/stellar/proxyd/certs/": "Certificates from files: <host>.crt (chain, PEM) and <host>.key, used before ACME ones.",
+			"/var/lib/stellar/proxyd/certs/":     "Certificates from files: <host>.crt (chain, PEM) and <host>.key, used before ACME ones.",
 			"/var/lib/stellar/proxyd/state.json": "The last cluster state the routes were built from, served at start until stellar-gossip answers.",
 		},
 		Sockets: func(cfg config.Config) []listen.Spec {

@@ -116,6 +116,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.feed(c.buf[:n])
 		}
 		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// A deadline (net/http aborts its background read this
+				// way): not the end of the stream.
+				if len(c.out) > 0 {
+					break
+				}
+				return 0, err
+			}
 			// Release what is held so the server sees the short head.
 			c.out = append(c.out, c.head...)
 			c.head = nil

@@ -201,12 +201,30 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// decodeApp reads apps/<name>: appd's Record ({"spec": App, ...}), or a
+// bare App spec.
+func decodeApp(raw []byte) (app, error) {
+	var rec struct {
+		Spec *app `json:"spec"`
+	}
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return app{}, err
+	}
+	if rec.Spec != nil {
+		return *rec.Spec, nil
+	}
+	var a app
+	err := json.Unmarshal(raw, &a)
+	return a, err
+}
+
 // instance is the part of nodes/<node>/instances/<app>/<service>/<index>
-// the proxy reads (written by appd).
+// the proxy reads (appd's appapi.Instance): instances that are not running
+// or are unhealthy get no traffic.
 type instance struct {
 	IP     string `json:"ip"`
 	Health string `json:"health"`
-	State  string `json:"state"`
+	Status string `json:"status"`
 	Ports  []struct {
 		Host      int `json:"host"`
 		Container int `json:"container"`
@@ -273,8 +291,8 @@ func Build(entries []gossipapi.Entry, d Defaults) (t *Table, errs []error) {
 	for _, e := range entries {
 		switch {
 		case strings.HasPrefix(e.Key, AppsPrefix):
-			var a app
-			if err := json.Unmarshal(e.Value, &a); err != nil {
+			a, err := decodeApp(e.Value)
+			if err != nil {
 				errs = append(errs, fmt.Errorf("read %s: %w", e.Key, err))
 				continue
 			}
@@ -356,7 +374,7 @@ func Build(entries []gossipapi.Entry, d Defaults) (t *Table, errs []error) {
 				r.TLS = r.TLS || ep.TLS
 				pool := &Pool{App: name, Service: target}
 				for _, in := range insts[name+"/"+target] {
-					if strings.EqualFold(in.v.Health, "unhealthy") || strings.EqualFold(in.v.State, "stopped") {
+					if strings.EqualFold(in.v.Health, "unhealthy") || (in.v.Status != "" && in.v.Status != "running") {
 						continue
 					}
 					ip, err := netip.ParseAddr(in.v.IP)
