@@ -243,6 +243,22 @@ func TestProxy_routesByHostAndPath(t *testing.T) {
 		t.Errorf("unknown host: %d, want 404", code)
 	}
 
+	t.Run("sctl proxy backends", func(t *testing.T) {
+		sctl := daemontest.Build(t, "stellar.dev/sctl")
+		out, err := exec.Command(sctl, "--config", n.d.Config, "proxy", "backends").CombinedOutput()
+		if err != nil {
+			t.Fatalf("sctl proxy backends: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 4 || strings.Join(strings.Fields(lines[0]), " ") != "HOST PATH BACKEND HEALTH WEIGHT" {
+			t.Fatalf("sctl proxy backends:\n%s", out)
+		}
+		want := "a.test /api " + api.addr + " healthy 100"
+		if got := strings.Join(strings.Fields(lines[2]), " "); got != want && strings.Join(strings.Fields(lines[3]), " ") != want {
+			t.Errorf("sctl proxy backends has no row %q:\n%s", want, out)
+		}
+	})
+
 	t.Run("websocket", func(t *testing.T) {
 		conn, err := net.Dial("tcp", n.http)
 		if err != nil {
