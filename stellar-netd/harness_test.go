@@ -317,3 +317,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func allocReq(cid string) netapi.AllocateRequest {
+	return netapi.AllocateRequest{ContainerID: cid, IfName: "eth0"}
+}

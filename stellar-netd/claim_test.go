@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClaim_aloneSkipsHostRoutesAndSurvivesRestart: with no stellar-gossip
+// at all, netd serves at once, stays provisional for the grace period,
+// then claims a block that skips the host's own routes, and keeps it
+// across a restart.
+func TestClaim_aloneSkipsHostRoutesAndSurvivesRestart(t *testing.T) {
+	needRoot(t)
+	bin, _, _ := binaries(t)
+	ns := netns(t, "alone")
+	// A host route over 172.16.0.0/16, as a cloud VPC or Docker would have.
+	inNS(t, ns, "ip", "link", "add", "vpc0", "type", "veth", "peer", "name", "vpc1")
+	inNS(t, ns, "ip", "addr", "add", "172.16.0.10/16", "dev", "vpc0")
+	inNS(t, ns, "ip", "link", "set", "vpc0", "up")
+	n := newNode(t, bin, "alone", ns, "")
+	n.start(t)
+	ctx := context.Background()
+	waitFor(t, 20*time.Second, "netd serves without gossip", func() bool {
+		st, err := n.c.Status(ctx)
+		return err == nil && st.Subnet != ""
+	})
+	st, _ := n.c.Status(ctx)
+	if st.ClaimStatus != "provisional" || !strings.Contains(st.Reason, "provisional") {
+		t.Fatalf("a lone new node must be provisional first: %+v", st)
+	}
+	if _, err := n.c.Allocate(ctx, allocReq("early")); err == nil {
+		t.Fatal("allocated from a provisional claim")
+	}
+	st = n.waitReady(t)
+	if st.Subnet != "172.17.0.0/22" {
+		t.Fatalf("claimed %s, want 172.17.0.0/22 (172.16.0.0/16 is a host route)", st.Subnet)
+	}
+	a, err := n.c.Allocate(ctx, allocReq("c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.stop()
+	n.start(t)
+	waitFor(t, 20*time.Second, "netd is back with its claim", func() bool {
+		s, err := n.c.Status(ctx)
+		return err == nil && s.ClaimStatus == "claimed"
+	})
+	st, _ = n.c.Status(ctx)
+	if st.Subnet != "172.17.0.0/22" {
+		t.Fatalf("after restart the claim is %s", st.Subnet)
+	}
+	b, err := n.c.Allocate(ctx, allocReq("c1"))
+	if err != nil || b.Address != a.Address {
+		t.Fatalf("after restart c1 has %v (%v), had %s", b.Address, err, a.Address)
+	}
+}
