@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"stellar.dev/daemon"
+	"stellar.dev/stellar-appd/internal/logdriver"
 )
 
 func main() {
@@ -17,5 +18,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
+	if logdriver.Is(args) {
+		// Started by containerd's shim as the binary log driver of a task.
+		return logdriver.Main(args)
+	}
 	return daemon.Run(ctx, spec(), args)
 }

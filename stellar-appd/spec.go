@@ -2,10 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
+	"stellar.dev/api/client"
+	"stellar.dev/api/gossipapi"
 	"stellar.dev/daemon"
 	"stellar.dev/daemon/config"
 	"stellar.dev/daemon/listen"
+	"stellar.dev/stellar-appd/internal/containers"
 )
 
 func spec() daemon.Spec {
@@ -13,21 +20,80 @@ func spec() daemon.Spec {
 		Name:    "appd",
 		Summary: "applications of a Stellar node, on containerd",
 		Description: `stellar-appd runs this node's share of the cluster's applications on containerd:
-placement with no master, restarts, health checks, rolling updates and logs.`,
+placement with no master, restarts, health checks, rolling updates and logs.
+It reads the app specs (apps/<name>) and the members from stellar-gossip,
+computes placement v1 (the same answer on every node), runs what lands on
+this node in containerd's [apps] namespace, and publishes each instance
+under nodes/<node>/instances/. It starts with containerd and stellar-gossip
+absent and keeps trying; GET /v1/status says what it waits for.`,
+		Files: map[string]string{
+			"/var/lib/stellar/appd/logs": "container output when the host has no journal",
+		},
 		Sockets: func(cfg config.Config) []listen.Spec {
 			return nil
 		},
-		New: func(env *daemon.Env) (daemon.Service, error) { return &service{env: env}, nil },
+		New: func(env *daemon.Env) (daemon.Service, error) { return newService(env), nil },
 	}
 }
 
-// service is the daemon's work; for now it only serves the common API.
+// service is stellar-appd's work: the reconcile loop and the API.
 type service struct {
-	env *daemon.Env
+	env  *daemon.Env
+	node string
+	st   store
+	rt   *containers.Runtime
+	rec  *reconciler
+	kick chan struct{}
 }
 
+func newService(env *daemon.Env) *service {
+	cfg := env.Config
+	exe, err := os.Executable()
+	if err != nil {
+		exe = ""
+	}
+	rt := containers.New(containers.Config{
+		Address: cfg.Apps.Containerd, Namespace: cfg.Apps.Namespace,
+		Snapshotter: cfg.Apps.Snapshotter, Runtime: cfg.Apps.Runtime, LogBinary: exe,
+	})
+	st := gossipapi.New(client.Unix("stellar-gossip", cfg.Socket("gossip")).WithTimeout(10 * time.Second))
+	s := &service{env: env, node: cfg.Node.Name, st: st, rt: rt, kick: make(chan struct{}, 1)}
+	s.rec = newReconciler(reconcilerConfig{
+		Node: cfg.Node.Name, RescheduleAfter: cfg.Apps.RescheduleAfter,
+		LogDir: s.logDir(),
+	}, st, rt, newProber(rt, func(containers.Container) string { return "127.0.0.1" }), env.Log)
+	return s
+}
+
+func (s *service) logDir() string { return filepath.Join(s.env.Config.StateDirOf("appd"), "logs") }
+
+// Run serves the API at once and reconciles in the background.
 func (s *service) Run(ctx context.Context, ready func()) error {
+	if err := os.MkdirAll(s.logDir(), 0o750); err != nil {
+		s.env.Log.Warn("make log directory", "dir", s.logDir(), "err", err)
+	}
+	s.routes()
 	ready()
-	<-ctx.Done()
+	defer s.rt.Close()
+	s.rec.Run(ctx, s.kick, time.Second)
 	return nil
+}
+
+// Health fails only when the reconcile loop is stuck: containerd or
+// gossip being absent is waiting, reported by /v1/status, not a fault of
+// appd (a failing health check would have systemd restart it for nothing).
+func (s *service) Health(ctx context.Context) error {
+	last := s.rec.LastPass()
+	if !last.IsZero() && time.Since(last) > 5*time.Minute {
+		return fmt.Errorf("reconcile loop stuck since %s", last.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// trigger asks for a reconcile pass soon.
+func (s *service) trigger() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }

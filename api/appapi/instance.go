@@ -55,8 +55,10 @@ func InstanceName(app, service string, index int) string {
 // Decline is written at nodes/<node>/declined/<app>/<service> by a node that
 // cannot run the service; placement skips the node for it.
 type Decline struct {
-	Reason  string    `json:"reason"`
-	Updated time.Time `json:"updated"`
+	Reason string `json:"reason"`
+	// SpecHash is the service spec declined: a changed spec is tried again.
+	SpecHash string    `json:"spec_hash"`
+	Updated  time.Time `json:"updated"`
 }
 
 // Schedule states of a node.

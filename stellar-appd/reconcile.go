@@ -1,0 +1,676 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"stellar.dev/api/appapi"
+	"stellar.dev/api/errdefs"
+	"stellar.dev/stellar-appd/internal/containers"
+	"stellar.dev/stellar-appd/internal/logdriver"
+	"stellar.dev/stellar-appd/internal/placement"
+)
+
+// runtime is what the reconciler needs of containerd (containers.Runtime
+// has it).
+type runtime interface {
+	List(ctx context.Context) ([]containers.Container, error)
+	Create(ctx context.Context, s containers.Spec) error
+	Start(ctx context.Context, id string, logArgs map[string]string) (uint32, error)
+	Stop(ctx context.Context, id string, grace time.Duration) error
+	Remove(ctx context.Context, id string, grace time.Duration) error
+	SetLabel(ctx context.Context, id, key, value string) error
+	HasImage(ctx context.Context, ref string) (bool, error)
+}
+
+// prober runs an instance's health check once.
+type prober func(ctx context.Context, c containers.Container, h *appapi.Health) error
+
+// reconcilerConfig tunes the loop.
+type reconcilerConfig struct {
+	// Node is this node's name.
+	Node string
+	// RescheduleAfter damps churn (see memberClock).
+	RescheduleAfter time.Duration
+	// BackoffMin and BackoffMax bound the restart backoff.
+	BackoffMin, BackoffMax time.Duration
+	// StopGrace is the time between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	// LogDir is where the log driver writes without a journal.
+	LogDir string
+	// HandoverTimeout bounds how long an instance placed elsewhere keeps
+	// running here while its new copy is not yet healthy.
+	HandoverTimeout time.Duration
+}
+
+// instState is what the reconciler remembers of one local instance.
+type instState struct {
+	failures    int
+	nextStart   time.Time
+	lastStart   time.Time
+	health      string
+	healthFails int
+	nextProbe   time.Time
+	probing     bool
+	lastErr     string
+	updatedAt   time.Time // when it was replaced by an update
+	handover    time.Time // when it was first seen placed elsewhere
+	exitAt      time.Time // when its exit was noticed
+}
+
+// reconciler drives this node's containers towards the cluster's apps.
+type reconciler struct {
+	cfg   reconcilerConfig
+	st    store
+	rt    runtime
+	probe prober
+	log   *slog.Logger
+
+	clock *memberClock
+
+	mu        sync.Mutex
+	insts     map[string]*instState      // by container id
+	published map[string]appapi.Instance // key -> what we last wrote
+	lastBatch map[string]time.Time       // "<app>/<service>" -> last update start
+	waiting   []string                   // what the loop waits for
+	lastPass  time.Time
+	local     map[string]containers.Container
+}
+
+func newReconciler(cfg reconcilerConfig, st store, rt runtime, probe prober, log *slog.Logger) *reconciler {
+	if cfg.BackoffMin == 0 {
+		cfg.BackoffMin = time.Second
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = 5 * time.Minute
+	}
+	if cfg.StopGrace == 0 {
+		cfg.StopGrace = 10 * time.Second
+	}
+	if cfg.HandoverTimeout == 0 {
+		cfg.HandoverTimeout = 5 * time.Minute
+	}
+	return &reconciler{cfg: cfg, st: st, rt: rt, probe: probe, log: log, clock: newMemberClock(),
+		insts: map[string]*instState{}, published: map[string]appapi.Instance{}, lastBatch: map[string]time.Time{}}
+}
+
+// containerID is "<app>.<service>.<index>".
+func containerID(app, service string, index int) string {
+	return fmt.Sprintf("%s.%s.%d", app, service, index)
+}
+
+// specHash identifies what an instance runs: the service spec and its
+// restart generation.
+func specHash(appName string, s *appapi.Service, restartGen int) string {
+	b, _ := json.Marshal(struct {
+		App     string
+		Service *appapi.Service
+		Restart int
+	}{appName, s, restartGen})
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:6])
+}
+
+// want is one instance this node should run.
+type want struct {
+	app       *app
+	svc       *appapi.Service
+	index     int
+	hash      string
+	elsewhere bool // placed on another node: kept until its new copy is healthy
+}
+
+// Waiting says what the loop waits for (nil when all is well).
+func (r *reconciler) Waiting() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.waiting...)
+}
+
+func (r *reconciler) setWaiting(w []string) {
+	r.mu.Lock()
+	r.waiting = w
+	r.lastPass = time.Now()
+	r.mu.Unlock()
+}
+
+// LastPass is when the loop last finished a pass.
+func (r *reconciler) LastPass() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastPass
+}
+
+// Local returns the containers seen in the last pass.
+func (r *reconciler) Local() map[string]containers.Container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.local
+}
+
+// Run reconciles on every kick and every interval until ctx ends.
+func (r *reconciler) Run(ctx context.Context, kick <-chan struct{}, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := r.Pass(ctx); err != nil && ctx.Err() == nil {
+			r.log.Debug("reconcile pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+		}
+	}
+}
+
+// Pass is one reconcile: read desired and actual, act, publish.
+func (r *reconciler) Pass(ctx context.Context) error {
+	now := time.Now()
+	var waiting []string
+	actual, err := r.rt.List(ctx)
+	if err != nil {
+		r.setWaiting([]string{"containerd: " + describe(err)})
+		return err
+	}
+	local := make(map[string]containers.Container, len(actual))
+	for _, c := range actual {
+		local[c.ID] = c
+	}
+	r.mu.Lock()
+	r.local = local
+	r.mu.Unlock()
+
+	v, err := loadView(ctx, r.st)
+	if err != nil {
+		// Without the cluster state nothing is stopped or moved: keep what
+		// runs, and restart what crashed.
+		waiting = append(waiting, "stellar-gossip: "+describe(err))
+		for _, c := range actual {
+			r.keepRunning(ctx, c, nil, now)
+		}
+		r.setWaiting(waiting)
+		return err
+	}
+
+	wants := r.desired(ctx, v, now)
+	for id, w := range wants {
+		c, ok := local[id]
+		if !ok {
+			if w.elsewhere {
+				continue
+			}
+			r.create(ctx, v, w, now)
+			continue
+		}
+		if c.Labels[containers.LabelSpec] != w.hash && !w.elsewhere {
+			if r.mayUpdate(v, w, now) {
+				r.log.Info("updating instance", "app", w.app.Spec.Name, "service", w.svc.Name, "index", w.index)
+				if err := r.rt.Remove(ctx, id, r.cfg.StopGrace); err != nil {
+					r.log.Warn("remove instance for update", "container", id, "err", err)
+					continue
+				}
+				r.create(ctx, v, w, now)
+				if st := r.state(id); st != nil {
+					st.updatedAt = now
+				}
+			}
+			r.keepRunning(ctx, c, &w, now)
+			continue
+		}
+		r.keepRunning(ctx, c, &w, now)
+		r.checkRevert(ctx, v, w, c, now)
+	}
+	for id, c := range local {
+		if _, ok := wants[id]; ok {
+			continue
+		}
+		r.log.Info("removing instance", "container", id, "app", c.Labels[containers.LabelApp])
+		if err := r.rt.Remove(ctx, id, r.cfg.StopGrace); err != nil {
+			r.log.Warn("remove instance", "container", id, "err", err)
+			continue
+		}
+		r.mu.Lock()
+		delete(r.insts, id)
+		r.mu.Unlock()
+	}
+	if err := r.publish(ctx, v, wants); err != nil {
+		waiting = append(waiting, "publish instances: "+describe(err))
+	}
+	r.setWaiting(waiting)
+	return nil
+}
+
+// desired computes the instances this node runs, by container id.
+func (r *reconciler) desired(ctx context.Context, v *view, now time.Time) map[string]want {
+	// Declines count only for the spec they were made for.
+	hashes := map[string]string{}
+	for name := range v.apps {
+		a := v.apps[name]
+		for i := range a.Spec.Services {
+			s := &a.Spec.Services[i]
+			hashes[name+"/"+s.Name] = specHash(name, s, a.Restarts[s.Name])
+		}
+	}
+	for node, d := range v.declined {
+		for k, h := range d {
+			if hashes[k] != h {
+				delete(d, k)
+			}
+		}
+		_ = node
+	}
+	nodes := r.clock.nodes(v, r.cfg.Node, now, r.cfg.RescheduleAfter)
+	wants := map[string]want{}
+	for name := range v.apps {
+		a := v.apps[name]
+		for i := range a.Spec.Services {
+			s := &a.Spec.Services[i]
+			h := hashes[name+"/"+s.Name]
+			placed := placement.Place(name, s, nodes)
+			for idx, node := range placed {
+				id := containerID(name, s.Name, idx)
+				if node == r.cfg.Node {
+					if _, declined := v.declined[r.cfg.Node][name+"/"+s.Name]; declined {
+						continue
+					}
+					wants[id] = want{app: &a, svc: s, index: idx, hash: h}
+					r.clearHandover(id)
+					continue
+				}
+				// Placed elsewhere: keep a local copy until the new one
+				// is published running and healthy there.
+				if _, here := r.Local()[id]; !here {
+					continue
+				}
+				if r.handedOver(v, node, name, s.Name, idx, h, id, now) {
+					continue
+				}
+				wants[id] = want{app: &a, svc: s, index: idx, hash: h, elsewhere: true}
+			}
+		}
+	}
+	return wants
+}
+
+func (r *reconciler) clearHandover(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st := r.insts[id]; st != nil {
+		st.handover = time.Time{}
+	}
+}
+
+// handedOver reports whether the instance may stop here: its new node runs
+// it healthy, or the handover has waited too long.
+func (r *reconciler) handedOver(v *view, node, app, svc string, idx int, hash, id string, now time.Time) bool {
+	if in, ok := v.instances[appapi.InstanceKey(node, app, svc, idx)]; ok && !v.failed[node] &&
+		in.Status == appapi.StatusRunning && in.Health != appapi.HealthUnhealthy && in.SpecHash == hash {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.insts[id]
+	if st == nil {
+		st = &instState{health: appapi.HealthUnknown}
+		r.insts[id] = st
+	}
+	if st.handover.IsZero() {
+		st.handover = now
+	}
+	return now.Sub(st.handover) > r.cfg.HandoverTimeout
+}
+
+func (r *reconciler) state(id string) *instState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.insts[id]
+	if st == nil {
+		st = &instState{health: appapi.HealthUnknown}
+		r.insts[id] = st
+	}
+	return st
+}
+
+// create makes and starts an instance, or declines it when this node
+// cannot run it.
+func (r *reconciler) create(ctx context.Context, v *view, w want, now time.Time) {
+	id := containerID(w.app.Spec.Name, w.svc.Name, w.index)
+	st := r.state(id)
+	if now.Before(st.nextStart) {
+		return
+	}
+	name := appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index)
+	labels := appapi.LabelMap(w.svc.Labels)
+	labels[containers.LabelApp] = w.app.Spec.Name
+	labels[containers.LabelService] = w.svc.Name
+	labels[containers.LabelIndex] = strconv.Itoa(w.index)
+	labels[containers.LabelSpec] = w.hash
+	labels[containers.LabelRestarts] = "0"
+	spec := containers.Spec{ID: id, Hostname: name, Service: *w.svc, Labels: labels, HostNetwork: !w.svc.NetworkEnabled()}
+	err := r.rt.Create(ctx, spec)
+	if errors.Is(err, errdefs.ErrAlreadyExists) {
+		err = nil
+	}
+	if err != nil {
+		r.fail(st, now)
+		st.lastErr = err.Error()
+		if errors.Is(err, errdefs.ErrNotFound) {
+			r.decline(ctx, w, err.Error())
+		} else {
+			r.log.Warn("create instance", "container", id, "err", err)
+		}
+		return
+	}
+	r.start(ctx, id, w, st, now)
+}
+
+func (r *reconciler) decline(ctx context.Context, w want, reason string) {
+	r.log.Warn("declining service", "app", w.app.Spec.Name, "service", w.svc.Name, "reason", reason)
+	d := appapi.Decline{Reason: reason, SpecHash: w.hash, Updated: time.Now().UTC()}
+	if _, err := r.st.Put(ctx, appapi.DeclineKey(r.cfg.Node, w.app.Spec.Name, w.svc.Name), d, ""); err != nil {
+		r.log.Warn("write decline", "err", err)
+	}
+}
+
+func (r *reconciler) start(ctx context.Context, id string, w want, st *instState, now time.Time) {
+	args := logdriver.Args(w.app.Spec.Name, w.svc.Name, appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index), r.cfg.LogDir)
+	if _, err := r.rt.Start(ctx, id, args); err != nil {
+		r.fail(st, now)
+		st.lastErr = err.Error()
+		r.log.Warn("start instance", "container", id, "err", err, "retry_in", st.nextStart.Sub(now).Round(time.Millisecond))
+		return
+	}
+	st.lastStart = now
+	st.lastErr = ""
+	st.health = appapi.HealthUnknown
+	st.healthFails = 0
+	st.nextProbe = now
+	r.log.Info("started instance", "container", id)
+}
+
+// fail records a failure and schedules the next try with exponential backoff.
+func (r *reconciler) fail(st *instState, now time.Time) {
+	st.failures++
+	d := r.cfg.BackoffMin << min(st.failures-1, 20)
+	if d > r.cfg.BackoffMax || d <= 0 {
+		d = r.cfg.BackoffMax
+	}
+	st.nextStart = now.Add(d)
+}
+
+// keepRunning restarts a stopped task (with backoff) and one unhealthy
+// past its retries; it also schedules health probes. w is nil when the
+// cluster state cannot be read.
+func (r *reconciler) keepRunning(ctx context.Context, c containers.Container, w *want, now time.Time) {
+	st := r.state(c.ID)
+	switch c.State {
+	case containers.StateRunning:
+		st.exitAt = time.Time{}
+		if st.lastStart.IsZero() {
+			st.lastStart = now // adopted after a restart of appd
+		}
+		if w == nil || w.svc.Health == nil {
+			st.health = appapi.HealthHealthy
+			return
+		}
+		h := w.svc.Health
+		r.mu.Lock()
+		fails, probing := st.healthFails, st.probing
+		r.mu.Unlock()
+		if fails >= h.Retries {
+			r.log.Warn("instance unhealthy, restarting", "container", c.ID, "failed_checks", fails)
+			if err := r.rt.Stop(ctx, c.ID, r.cfg.StopGrace); err != nil {
+				r.log.Warn("stop unhealthy instance", "container", c.ID, "err", err)
+				return
+			}
+			r.fail(st, now)
+			r.restart(ctx, c, st, now)
+			return
+		}
+		if !probing && !now.Before(st.nextProbe) {
+			r.mu.Lock()
+			st.probing = true
+			st.nextProbe = now.Add(h.Interval.D())
+			r.mu.Unlock()
+			go r.runProbe(ctx, c, h, st)
+		}
+	case containers.StateStopped, containers.StateCreated:
+		if st.exitAt.IsZero() {
+			if !st.lastStart.IsZero() && now.Sub(st.lastStart) > time.Minute {
+				st.failures = 0
+			}
+			st.exitAt = now
+			r.fail(st, now)
+			r.log.Info("instance exited", "container", c.ID, "exit_code", c.ExitCode, "restart_in", st.nextStart.Sub(now).Round(time.Millisecond))
+		}
+		if now.Before(st.nextStart) {
+			return
+		}
+		r.restart(ctx, c, st, now)
+	}
+}
+
+// restart starts the container's task again and counts it.
+func (r *reconciler) restart(ctx context.Context, c containers.Container, st *instState, now time.Time) {
+	n := c.Restarts() + 1
+	if err := r.rt.SetLabel(ctx, c.ID, containers.LabelRestarts, strconv.Itoa(n)); err != nil {
+		r.log.Warn("count restart", "container", c.ID, "err", err)
+	}
+	app, svc := c.Labels[containers.LabelApp], c.Labels[containers.LabelService]
+	args := logdriver.Args(app, svc, appapi.InstanceName(app, svc, c.Index()), r.cfg.LogDir)
+	if _, err := r.rt.Start(ctx, c.ID, args); err != nil {
+		st.lastErr = err.Error()
+		r.log.Warn("restart instance", "container", c.ID, "err", err)
+	} else {
+		r.log.Info("restarted instance", "container", c.ID, "restarts", n)
+		st.lastErr = ""
+	}
+	st.exitAt = time.Time{}
+	st.lastStart = now
+	r.mu.Lock()
+	st.health = appapi.HealthUnknown
+	st.healthFails = 0
+	st.nextProbe = now
+	r.mu.Unlock()
+}
+
+func (r *reconciler) runProbe(ctx context.Context, c containers.Container, h *appapi.Health, st *instState) {
+	pctx, cancel := context.WithTimeout(ctx, h.Timeout.D())
+	err := r.probe(pctx, c, h)
+	cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st.probing = false
+	if err != nil {
+		st.healthFails++
+		if st.health != appapi.HealthHealthy || st.healthFails >= h.Retries {
+			st.health = appapi.HealthUnhealthy
+		}
+		st.lastErr = "health: " + err.Error()
+		return
+	}
+	st.healthFails = 0
+	st.health = appapi.HealthHealthy
+	if strings.HasPrefix(st.lastErr, "health: ") {
+		st.lastErr = ""
+	}
+}
+
+// mayUpdate gates a rolling update: at most update.parallel instances of
+// the service, cluster-wide, may be down or unhealthy, and batches are
+// update.delay apart.
+func (r *reconciler) mayUpdate(v *view, w want, now time.Time) bool {
+	key := w.app.Spec.Name + "/" + w.svc.Name
+	r.mu.Lock()
+	last := r.lastBatch[key]
+	r.mu.Unlock()
+	if !last.IsZero() && now.Sub(last) < w.svc.Update.Delay.D() {
+		return false
+	}
+	notReady := 0
+	for _, in := range v.instances {
+		if in.App != w.app.Spec.Name || in.Service != w.svc.Name || in.Index >= w.svc.Count() && !w.svc.Global {
+			continue
+		}
+		if in.Status != appapi.StatusRunning || in.Health != appapi.HealthHealthy || (in.SpecHash == w.hash && in.Node == r.cfg.Node && r.recentlyUpdated(containerID(in.App, in.Service, in.Index), now)) {
+			notReady++
+		}
+	}
+	// Count our own instances in flight that are not yet published.
+	r.mu.Lock()
+	for id, st := range r.insts {
+		if strings.HasPrefix(id, w.app.Spec.Name+"."+w.svc.Name+".") && !st.updatedAt.IsZero() && st.health != appapi.HealthHealthy && now.Sub(st.updatedAt) < 10*time.Minute {
+			if _, pub := v.instances[appapi.InstanceKey(r.cfg.Node, w.app.Spec.Name, w.svc.Name, indexOf(id))]; !pub {
+				notReady++
+			}
+		}
+	}
+	r.mu.Unlock()
+	if notReady >= w.svc.Update.Parallel {
+		return false
+	}
+	r.mu.Lock()
+	r.lastBatch[key] = now
+	r.mu.Unlock()
+	return true
+}
+
+func (r *reconciler) recentlyUpdated(id string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.insts[id]
+	return st != nil && !st.updatedAt.IsZero() && st.health != appapi.HealthHealthy && now.Sub(st.updatedAt) < 10*time.Minute
+}
+
+func indexOf(id string) int {
+	i := strings.LastIndexByte(id, '.')
+	n, _ := strconv.Atoi(id[i+1:])
+	return n
+}
+
+// revertDeadline is how long an updated instance has to turn healthy.
+func revertDeadline(s *appapi.Service) time.Duration {
+	d := 30 * time.Second
+	if h := s.Health; h != nil {
+		if hd := time.Duration(h.Retries+2)*h.Interval.D() + h.Timeout.D(); hd > d {
+			d = hd
+		}
+	}
+	return d
+}
+
+// checkRevert puts the previous spec back when an updated instance does
+// not turn healthy in time and the service asks for auto_revert.
+func (r *reconciler) checkRevert(ctx context.Context, v *view, w want, c containers.Container, now time.Time) {
+	st := r.state(c.ID)
+	if st.updatedAt.IsZero() {
+		return
+	}
+	if st.health == appapi.HealthHealthy && c.State == containers.StateRunning {
+		st.updatedAt = time.Time{}
+		return
+	}
+	if now.Sub(st.updatedAt) < revertDeadline(w.svc) {
+		return
+	}
+	st.updatedAt = time.Time{}
+	if !w.svc.Update.AutoRevert || w.app.Previous == nil {
+		r.log.Warn("updated instance did not turn healthy", "container", c.ID)
+		return
+	}
+	rec := w.app.Record
+	rec.Spec, rec.Previous = *w.app.Previous, nil
+	rec.Generation++
+	rec.Reverted = fmt.Sprintf("instance %s of the update did not turn healthy within %s: reverted", appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index), revertDeadline(w.svc))
+	rec.Updated = now.UTC()
+	if _, err := r.st.Put(ctx, appapi.AppKey(w.app.Spec.Name), rec, w.app.Version); err != nil {
+		r.log.Warn("revert update", "app", w.app.Spec.Name, "err", err)
+		return
+	}
+	r.log.Warn("reverted update", "app", w.app.Spec.Name, "reason", rec.Reverted)
+}
+
+// publish writes this node's instances and removes stale keys.
+func (r *reconciler) publish(ctx context.Context, v *view, wants map[string]want) error {
+	local := r.Local()
+	var errs []error
+	mine := map[string]bool{}
+	for id, w := range wants {
+		c, ok := local[id]
+		st := r.state(id)
+		in := appapi.Instance{App: w.app.Spec.Name, Service: w.svc.Name, Index: w.index, Node: r.cfg.Node,
+			Image: w.svc.Image, Ports: w.svc.Ports, SpecHash: w.hash, Health: st.health, Error: st.lastErr}
+		switch {
+		case !ok:
+			if st.lastErr == "" {
+				continue
+			}
+			in.Status = appapi.StatusFailed
+		case c.State == containers.StateRunning:
+			in.Status = appapi.StatusRunning
+			in.ContainerID, in.PID, in.Restarts = c.ID, c.PID, c.Restarts()
+			in.Started = st.lastStart.UTC().Truncate(time.Second)
+			if w.svc.Health == nil {
+				in.Health = appapi.HealthHealthy
+			}
+		default:
+			in.Status = appapi.StatusRestarting
+			in.ContainerID, in.Restarts = c.ID, c.Restarts()
+			in.Health = appapi.HealthUnhealthy
+		}
+		if c.Labels[containers.LabelSpec] != "" {
+			in.SpecHash = c.Labels[containers.LabelSpec]
+		}
+		if !w.svc.NetworkEnabled() {
+			in.IP = hostIP()
+		}
+		key := appapi.InstanceKey(r.cfg.Node, in.App, in.Service, in.Index)
+		mine[key] = true
+		r.mu.Lock()
+		old, had := r.published[key]
+		r.mu.Unlock()
+		in.Updated = old.Updated
+		if had && reflect.DeepEqual(old, in) {
+			if _, inStore := v.instances[key]; inStore {
+				continue
+			}
+		}
+		in.Updated = time.Now().UTC()
+		if _, err := r.st.Put(ctx, key, in, ""); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.mu.Lock()
+		r.published[key] = in
+		r.mu.Unlock()
+	}
+	prefix := appapi.NodesPrefix + r.cfg.Node + "/instances/"
+	for key := range v.instances {
+		if strings.HasPrefix(key, prefix) && !mine[key] {
+			if err := r.st.Delete(ctx, key, ""); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+				errs = append(errs, err)
+				continue
+			}
+			r.mu.Lock()
+			delete(r.published, key)
+			r.mu.Unlock()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// hostIP is the address of a host-network instance as seen from this
+// node: such instances share the node's addresses.
+func hostIP() string { return "127.0.0.1" }
