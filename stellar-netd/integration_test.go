@@ -17,11 +17,12 @@ import (
 
 // twoNodes starts nodes a (10.77.0.1) and b (10.77.0.2) in their own
 // network namespaces joined by a veth pair, with a shared fake gossip.
-func twoNodes(t *testing.T) (a, b *testNode, g *fakeGossip) {
+// linkedNamespaces makes two node namespaces joined by a veth pair:
+// 10.77.0.1/24 in the first, 10.77.0.2/24 in the second.
+func linkedNamespaces(t *testing.T, suffix string) (nsA, nsB, vethB string) {
 	t.Helper()
-	bin, _, _ := binaries(t)
-	nsA, nsB := netns(t, "a"), netns(t, "b")
-	veth := fmt.Sprintf("stv%d", os.Getpid()%100000)
+	nsA, nsB = netns(t, suffix+"a"), netns(t, suffix+"b")
+	veth := fmt.Sprintf("stv%d%s", os.Getpid()%100000, suffix)
 	if out, err := exec.Command("ip", "link", "add", veth+"a", "netns", nsA, "type", "veth", "peer", "name", veth+"b", "netns", nsB).CombinedOutput(); err != nil {
 		t.Fatalf("make veth: %v: %s", err, out)
 	}
@@ -29,6 +30,15 @@ func twoNodes(t *testing.T) (a, b *testNode, g *fakeGossip) {
 	inNS(t, nsA, "ip", "link", "set", veth+"a", "up")
 	inNS(t, nsB, "ip", "addr", "add", "10.77.0.2/24", "dev", veth+"b")
 	inNS(t, nsB, "ip", "link", "set", veth+"b", "up")
+	return nsA, nsB, veth + "b"
+}
+
+// twoNodes starts nodes a (10.77.0.1) and b (10.77.0.2) in their own
+// network namespaces joined by a veth pair, with a shared fake gossip.
+func twoNodes(t *testing.T) (a, b *testNode, g *fakeGossip, vethB string) {
+	t.Helper()
+	bin, _, _ := binaries(t)
+	nsA, nsB, vethB := linkedNamespaces(t, "")
 	g = newFakeGossip()
 	g.setMember("node-a", "10.77.0.1", gossipapi.StatusAlive)
 	g.setMember("node-b", "10.77.0.2", gossipapi.StatusAlive)
@@ -38,7 +48,7 @@ func twoNodes(t *testing.T) (a, b *testNode, g *fakeGossip) {
 	g.serve(t, "node-b", b.gossipSocket())
 	a.start(t)
 	b.start(t)
-	return a, b, g
+	return a, b, g, vethB
 }
 
 func routeOf(t *testing.T, n *testNode, dst string) string {
@@ -49,7 +59,7 @@ func routeOf(t *testing.T, n *testNode, dst string) string {
 
 func TestIntegration_twoNodesRoutesAndContainersPing(t *testing.T) {
 	needRoot(t)
-	a, b, g := twoNodes(t)
+	a, b, g, vethB := twoNodes(t)
 	a.waitReady(t)
 	b.waitReady(t)
 	// Both met the cluster at once and may have picked the same block: the
@@ -97,7 +107,7 @@ func TestIntegration_twoNodesRoutesAndContainersPing(t *testing.T) {
 	})
 
 	// A peer whose address changes gets its route moved.
-	inNS(t, b.ns, "ip", "addr", "add", "10.77.0.3/24", "dev", fmt.Sprintf("stv%db", os.Getpid()%100000))
+	inNS(t, b.ns, "ip", "addr", "add", "10.77.0.3/24", "dev", vethB)
 	g.setMember("node-b", "10.77.0.3", gossipapi.StatusAlive)
 	waitFor(t, 30*time.Second, "the route follows the new address", func() bool {
 		return strings.Contains(routeOf(t, a, sb.Subnet), "via 10.77.0.3")
