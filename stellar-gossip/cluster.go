@@ -53,15 +53,21 @@ func (s *service) startSerf() error {
 		ml.SuspicionMult = 6
 	}
 	ml.Name = s.cfg.Node.Name
+	logger := log.New(&serfLog{log: s.log}, "", 0)
+	tr, port, err := newTransport(host, port, logger)
+	if err != nil {
+		return err
+	}
+	ml.Transport = tr
 	ml.BindAddr = host
 	ml.BindPort = port
+	ml.AdvertisePort = port
 	ml.AdvertiseAddr = s.advertiseIP()
 	ml.Keyring = kr
 	ml.SecretKey = nil
 	ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
 	// A node whose address changed is still itself: let it reclaim its name.
 	ml.DeadNodeReclaimTime = 30 * time.Second
-	logger := log.New(&serfLog{log: s.log}, "", 0)
 	ml.Logger = logger
 	conf.Logger = logger
 	conf.MemberlistConfig = ml
@@ -87,6 +93,7 @@ func (s *service) startSerf() error {
 	s.mu.Unlock()
 	sf, err := serf.Create(conf)
 	if err != nil {
+		tr.Shutdown()
 		return fmt.Errorf("start serf on %s: %w", s.cfg.Gossip.Bind, err)
 	}
 	lm := sf.LocalMember()

@@ -93,7 +93,14 @@ var (
 // peerClient is the HTTP client for other nodes' peer ports.
 func (s *service) peerClient() *http.Client {
 	peerHTTPOnce.Do(func() {
-		peerHTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: s.sec.clientTLS(), MaxIdleConnsPerHost: 2, IdleConnTimeout: 60 * time.Second}, Timeout: 60 * time.Second}
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		if h, _, err := net.SplitHostPort(s.peerAddr); err == nil {
+			if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() && s.cfg.Node.Advertise == "" {
+				// Leave from the node's own address (see sourcedTransport).
+				d.LocalAddr = &net.TCPAddr{IP: ip}
+			}
+		}
+		peerHTTP = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, TLSClientConfig: s.sec.clientTLS(), MaxIdleConnsPerHost: 2, IdleConnTimeout: 60 * time.Second}, Timeout: 60 * time.Second}
 	})
 	return peerHTTP
 }
