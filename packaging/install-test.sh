@@ -8,8 +8,10 @@
 # journald fields, restart of dnsd under queries, the watchdog, reload, remove
 # and purge. Prints PASS/FAIL/SKIP per step and "N passed, N failed" at the end.
 #
-# The test owns the lab while it runs: it starts with `stellar-lab down` and
-# ends with it (set KEEP=1 to leave the node up for a look).
+# The test needs the lab to itself: if nodes are already up (someone else's
+# lab), it refuses to touch them unless LAB_TAKEOVER=1 (the default under CI,
+# where a lab left by an earlier step is taken down). It takes down only a lab
+# it brought up itself (KEEP=1 leaves the node up for a look).
 #   DEB=PATH          the package (default: dist/stellar_$(cat VERSION)_amd64.deb)
 #   DRIVER=nspawn     use a private throw-away node instead of stellar-lab
 #                     (own network namespace and overlay over the lab's rootfs;
@@ -45,7 +47,18 @@ finish() {
 case "$DRIVER" in
 lab)
 	[ -x "$LAB" ] || { echo "install-test.sh: $LAB missing: run 'make build' first"; exit 1; }
-	up() { "$LAB" down >/dev/null 2>&1; "$LAB" up -n 1 --no-stellar; }
+	if [ -n "$("$LAB" status 2>/dev/null | tail -n +2 | grep -v '^[[:space:]]*$')" ]; then
+		if [ "${LAB_TAKEOVER:-${CI:-}}" = 1 ] || [ "${LAB_TAKEOVER:-${CI:-}}" = true ]; then
+			echo "== the lab is up: taking it down first (LAB_TAKEOVER/CI)"
+			"$LAB" down >/dev/null 2>&1
+		else
+			echo "install-test.sh: the lab is in use (stellar-lab status lists nodes); not touching it."
+			echo "  Run it again when the lab is down, with LAB_TAKEOVER=1 to take it over,"
+			echo "  or with DRIVER=nspawn to use a private node."
+			exit 1
+		fi
+	fi
+	up() { "$LAB" up -n 1 --no-stellar; }
 	x() { "$LAB" exec "$NODE" -- "$@"; }
 	down() { "$LAB" down >/dev/null 2>&1; }
 	reboot_node() { "$LAB" fault poweroff "$NODE" && "$LAB" up -n 1 --no-stellar; }
@@ -69,6 +82,7 @@ nspawn)
 			--timezone=off --network-namespace-path=/run/netns/$NS \
 			--bind=$W/containerd:/var/lib/containerd >$W/console.log 2>&1 </dev/null &
 		echo $! >$W/nspawn.pid
+		disown $! 2>/dev/null
 		for _ in $(seq 400); do
 			init=$(ps -o pid= --ppid "$(cat $W/nspawn.pid)" 2>/dev/null | head -1 | tr -d ' ')
 			if [ -n "$init" ]; then
@@ -112,7 +126,6 @@ esac
 copyin() { x sh -c "cat >'$2'" <"$1"; }
 xq() { x "$@" >/dev/null 2>&1 </dev/null; }
 
-if [ -z "${KEEP:-}" ]; then trap 'down' EXIT; fi
 trap 'echo interrupted; exit 1' INT TERM
 
 SERVICES="stellar-gossip stellar-netd stellar-dnsd stellar-proxyd stellar-appd"
@@ -120,6 +133,8 @@ SOCKETS="stellar-gossip stellar-gossip-peer stellar-netd stellar-dnsd stellar-dn
 APIS="gossip netd dnsd proxyd appd"
 
 echo "== booting a node ($DRIVER)"
+# from here on the node is ours: take it down at exit
+if [ -z "${KEEP:-}" ]; then trap 'down' EXIT; fi
 if ! up >/tmp/stellar-install-test-up.log 2>&1; then
 	fail "boot node: $(tail -5 /tmp/stellar-install-test-up.log)"
 	finish
