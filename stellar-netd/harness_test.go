@@ -166,6 +166,7 @@ var (
 	binIPAM   string
 	binCNIRun string
 	buildErr  error
+	binDir    string
 )
 
 // binaries builds stellar-netd, stellar-cni-ipam and cnirun once.
@@ -178,6 +179,7 @@ func binaries(t *testing.T) (netd, pluginDir, cnirun string) {
 			buildErr = err
 			return
 		}
+		binDir = dir
 		binIPAM = filepath.Join(dir, "plugins", "stellar-cni-ipam")
 		binCNIRun = filepath.Join(dir, "cnirun")
 		for pkg, out := range map[string]string{"stellar.dev/stellar-cni-ipam": binIPAM, "stellar.dev/stellar-netd/internal/cnirun": binCNIRun} {

@@ -34,7 +34,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(netnsMarker) != "" {
 		_ = exec.Command("ip", "link", "set", "lo", "up").Run()
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 func TestDaemon_lifecycle(t *testing.T) {
