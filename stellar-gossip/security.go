@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -102,7 +103,7 @@ func (s *security) loadNodeCert() error {
 	key, _ := os.ReadFile(filepath.Join(s.dir, "node.key"))
 	if c, err := tls.X509KeyPair(crt, key); err == nil {
 		leaf, err := x509.ParseCertificate(c.Certificate[0])
-		if err == nil && leaf.Subject.CommonName == s.name && leaf.CheckSignatureFrom(s.caV.Cert) == nil && time.Now().Before(leaf.NotAfter.Add(-30*24*time.Hour)) {
+		if err == nil && leaf.Subject.CommonName == s.name && slices.Contains(leaf.DNSNames, pki.ServerName) && leaf.CheckSignatureFrom(s.caV.Cert) == nil && time.Now().Before(leaf.NotAfter.Add(-30*24*time.Hour)) {
 			c.Leaf = leaf
 			c.Certificate = append(c.Certificate, s.caV.Cert.Raw)
 			s.cert = c

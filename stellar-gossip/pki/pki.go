@@ -26,6 +26,10 @@ const (
 	RoleRead  = "read"
 )
 
+// ServerName is the DNS name every node certificate carries besides the
+// node's own name; remote clients verify the peer port against it.
+const ServerName = "stellar-peer"
+
 // Backdate is how far certificates' start times are moved into the past,
 // so nodes with slow clocks accept them.
 const Backdate = 24 * time.Hour
@@ -117,6 +121,11 @@ func (ca *CA) Issue(name, role string, pub *ecdsa.PublicKey, ttl time.Duration, 
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  usage,
 		DNSNames:     []string{name},
+	}
+	if role == RoleNode {
+		// Remote sctl checks the server against the CA under this one name:
+		// it dials addresses, and knows no node names.
+		tmpl.DNSNames = append(tmpl.DNSNames, ServerName)
 	}
 	_ = hosts
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
