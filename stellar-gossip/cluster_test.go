@@ -419,6 +419,27 @@ func TestCluster_fiveNodes(t *testing.T) {
 		})
 	})
 
+	t.Run("subnetTagReachesPeers", func(t *testing.T) {
+		if err := nodes[2].g.SetSubnet(ctx, "172.16.8.0/22"); err != nil {
+			t.Fatal(err)
+		}
+		if err := nodes[2].g.SetSubnet(ctx, "172.16.8.1/22"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Fatalf("a subnet that is not a network: %v", err)
+		}
+		eventually(t, 30*time.Second, "n3's subnet on n1", func() error {
+			ms, err := n1.g.Members(ctx)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				if m.Name == "n3" && m.Subnet == "172.16.8.0/22" {
+					return nil
+				}
+			}
+			return errors.New("n1 does not see n3's subnet yet")
+		})
+	})
+
 	t.Run("keyRotationLosesNoWrite", func(t *testing.T) {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -495,5 +516,29 @@ func TestCluster_fiveNodes(t *testing.T) {
 			want[n.name] = "alive"
 		}
 		allSee(t, nodes, 30*time.Second, want)
+	})
+
+	t.Run("removeDeadNodeDropsItsKeys", func(t *testing.T) {
+		n5 := nodes[4]
+		if err := n1.raw.Do(ctx, http.MethodPost, "/v1/cluster/remove/n5", nil, nil); !errors.Is(err, errdefs.ErrConflict) {
+			t.Fatalf("removing an alive node: %v, want a conflict", err)
+		}
+		n5.kill()
+		allSee(t, nodes[:4], 60*time.Second, map[string]string{"n5": "failed"})
+		if err := n1.raw.Do(ctx, http.MethodPost, "/v1/cluster/remove/n5", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 60*time.Second, "n5's keys gone everywhere", func() error {
+			for _, n := range nodes[:4] {
+				l, err := n.g.List(ctx, "nodes/n5/")
+				if err != nil {
+					return err
+				}
+				if len(l.Entries) != 0 {
+					return fmt.Errorf("%s still has %d keys of n5", n.name, len(l.Entries))
+				}
+			}
+			return nil
+		})
 	})
 }
