@@ -67,3 +67,7 @@ require (
 )
 
 replace stellar.dev/daemon => ../daemon
+
+require stellar.dev/testimages v0.0.0-00010101000000-000000000000
+
+replace stellar.dev/testimages => ../testimages

@@ -30,7 +30,7 @@ type runtime interface {
 	Stop(ctx context.Context, id string, grace time.Duration) error
 	Remove(ctx context.Context, id string, grace time.Duration) error
 	SetLabel(ctx context.Context, id, key, value string) error
-	HasImage(ctx context.Context, ref string) (bool, error)
+	PrepareImage(ctx context.Context, ref string) error
 }
 
 // prober runs an instance's health check once.
@@ -55,17 +55,18 @@ type reconcilerConfig struct {
 
 // instState is what the reconciler remembers of one local instance.
 type instState struct {
-	failures    int
-	nextStart   time.Time
-	lastStart   time.Time
-	health      string
-	healthFails int
-	nextProbe   time.Time
-	probing     bool
-	lastErr     string
-	updatedAt   time.Time // when it was replaced by an update
-	handover    time.Time // when it was first seen placed elsewhere
-	exitAt      time.Time // when its exit was noticed
+	failures      int
+	nextStart     time.Time
+	lastStart     time.Time
+	health        string
+	healthFails   int
+	nextProbe     time.Time
+	probing       bool
+	lastErr       string
+	updatedAt     time.Time // when it was replaced by an update
+	handover      time.Time // when it was first seen placed elsewhere
+	exitAt        time.Time // when its exit was noticed
+	updatePending time.Time // when an update of it was first due
 }
 
 // reconciler drives this node's containers towards the cluster's apps.
@@ -215,18 +216,29 @@ func (r *reconciler) Pass(ctx context.Context) error {
 			continue
 		}
 		if c.Labels[containers.LabelSpec] != w.hash && !w.elsewhere {
-			if r.mayUpdate(v, w, now) {
-				r.log.Info("updating instance", "app", w.app.Spec.Name, "service", w.svc.Name, "index", w.index)
-				if err := r.rt.Remove(ctx, id, r.cfg.StopGrace); err != nil {
-					r.log.Warn("remove instance for update", "container", id, "err", err)
+			st := r.state(id)
+			if r.mayUpdate(v, w, c, now) {
+				// Never stop the old copy for an image that cannot be had.
+				if err := r.rt.PrepareImage(ctx, w.svc.Image); err != nil {
+					if st.updatePending.IsZero() {
+						st.updatePending = now
+					}
+					st.lastErr = "update: " + err.Error()
+					r.log.Warn("update blocked", "container", id, "err", err)
+				} else {
+					r.log.Info("updating instance", "app", w.app.Spec.Name, "service", w.svc.Name, "index", w.index)
+					if err := r.rt.Remove(ctx, id, r.cfg.StopGrace); err != nil {
+						r.log.Warn("remove instance for update", "container", id, "err", err)
+						continue
+					}
+					st.nextStart = time.Time{}
+					st.updatedAt, st.updatePending = now, time.Time{}
+					r.create(ctx, v, w, now)
 					continue
-				}
-				r.create(ctx, v, w, now)
-				if st := r.state(id); st != nil {
-					st.updatedAt = now
 				}
 			}
 			r.keepRunning(ctx, c, &w, now)
+			r.checkRevert(ctx, v, w, c, now)
 			continue
 		}
 		r.keepRunning(ctx, c, &w, now)
@@ -279,12 +291,14 @@ func (r *reconciler) desired(ctx context.Context, v *view, now time.Time) map[st
 			s := &a.Spec.Services[i]
 			h := hashes[name+"/"+s.Name]
 			placed := placement.Place(name, s, nodes)
+			if len(placed) == 0 {
+				// Every node declined: keep trying everywhere rather than
+				// running nothing (an image may still be imported).
+				placed = placement.Place(name, s, withoutDeclines(nodes))
+			}
 			for idx, node := range placed {
 				id := containerID(name, s.Name, idx)
 				if node == r.cfg.Node {
-					if _, declined := v.declined[r.cfg.Node][name+"/"+s.Name]; declined {
-						continue
-					}
 					wants[id] = want{app: &a, svc: s, index: idx, hash: h}
 					r.clearHandover(id)
 					continue
@@ -358,7 +372,9 @@ func (r *reconciler) create(ctx context.Context, v *view, w want, now time.Time)
 	labels[containers.LabelIndex] = strconv.Itoa(w.index)
 	labels[containers.LabelSpec] = w.hash
 	labels[containers.LabelRestarts] = "0"
-	spec := containers.Spec{ID: id, Hostname: name, Service: *w.svc, Labels: labels, HostNetwork: !w.svc.NetworkEnabled()}
+	svc := *w.svc
+	svc.Process.Env = append([]string{"STELLAR_APP=" + w.app.Spec.Name, "STELLAR_SERVICE=" + w.svc.Name, "STELLAR_INSTANCE=" + name, "STELLAR_NODE=" + r.cfg.Node}, w.svc.Process.Env...)
+	spec := containers.Spec{ID: id, Hostname: name, Service: svc, Labels: labels, HostNetwork: !w.svc.NetworkEnabled()}
 	err := r.rt.Create(ctx, spec)
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		err = nil
@@ -511,8 +527,12 @@ func (r *reconciler) runProbe(ctx context.Context, c containers.Container, h *ap
 // mayUpdate gates a rolling update: at most update.parallel instances of
 // the service, cluster-wide, may be down or unhealthy, and batches are
 // update.delay apart.
-func (r *reconciler) mayUpdate(v *view, w want, now time.Time) bool {
+func (r *reconciler) mayUpdate(v *view, w want, c containers.Container, now time.Time) bool {
 	key := w.app.Spec.Name + "/" + w.svc.Name
+	// Replacing a copy that is down already costs nothing.
+	if st := r.state(c.ID); c.State != containers.StateRunning || st.health == appapi.HealthUnhealthy {
+		return true
+	}
 	r.mu.Lock()
 	last := r.lastBatch[key]
 	r.mu.Unlock()
@@ -521,20 +541,30 @@ func (r *reconciler) mayUpdate(v *view, w want, now time.Time) bool {
 	}
 	notReady := 0
 	for _, in := range v.instances {
-		if in.App != w.app.Spec.Name || in.Service != w.svc.Name || in.Index >= w.svc.Count() && !w.svc.Global {
+		if in.App != w.app.Spec.Name || in.Service != w.svc.Name || in.Node == r.cfg.Node {
 			continue
 		}
-		if in.Status != appapi.StatusRunning || in.Health != appapi.HealthHealthy || (in.SpecHash == w.hash && in.Node == r.cfg.Node && r.recentlyUpdated(containerID(in.App, in.Service, in.Index), now)) {
+		if !w.svc.Global && in.Index >= w.svc.Count() {
+			continue
+		}
+		if in.Status != appapi.StatusRunning || in.Health != appapi.HealthHealthy {
 			notReady++
 		}
 	}
-	// Count our own instances in flight that are not yet published.
+	// This node's copies: down, unhealthy, or updated and not yet proven.
+	prefix := w.app.Spec.Name + "." + w.svc.Name + "."
+	local := r.Local()
 	r.mu.Lock()
 	for id, st := range r.insts {
-		if strings.HasPrefix(id, w.app.Spec.Name+"."+w.svc.Name+".") && !st.updatedAt.IsZero() && st.health != appapi.HealthHealthy && now.Sub(st.updatedAt) < 10*time.Minute {
-			if _, pub := v.instances[appapi.InstanceKey(r.cfg.Node, w.app.Spec.Name, w.svc.Name, indexOf(id))]; !pub {
-				notReady++
-			}
+		if !strings.HasPrefix(id, prefix) || id == c.ID {
+			continue
+		}
+		lc, ok := local[id]
+		if !ok && st.updatedAt.IsZero() {
+			continue
+		}
+		if !ok || lc.State != containers.StateRunning || st.health != appapi.HealthHealthy || !st.updatedAt.IsZero() {
+			notReady++
 		}
 	}
 	r.mu.Unlock()
@@ -547,18 +577,9 @@ func (r *reconciler) mayUpdate(v *view, w want, now time.Time) bool {
 	return true
 }
 
-func (r *reconciler) recentlyUpdated(id string, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	st := r.insts[id]
-	return st != nil && !st.updatedAt.IsZero() && st.health != appapi.HealthHealthy && now.Sub(st.updatedAt) < 10*time.Minute
-}
-
-func indexOf(id string) int {
-	i := strings.LastIndexByte(id, '.')
-	n, _ := strconv.Atoi(id[i+1:])
-	return n
-}
+// minStable is how long an updated instance with no health check must
+// run before the update moves on.
+const minStable = 5 * time.Second
 
 // revertDeadline is how long an updated instance has to turn healthy.
 func revertDeadline(s *appapi.Service) time.Duration {
@@ -571,29 +592,42 @@ func revertDeadline(s *appapi.Service) time.Duration {
 	return d
 }
 
-// checkRevert puts the previous spec back when an updated instance does
-// not turn healthy in time and the service asks for auto_revert.
+// checkRevert puts the previous spec back when an update does not take:
+// the updated instance does not turn healthy in time, or the update could
+// not be applied (image missing) in time; only with update.auto_revert.
 func (r *reconciler) checkRevert(ctx context.Context, v *view, w want, c containers.Container, now time.Time) {
 	st := r.state(c.ID)
-	if st.updatedAt.IsZero() {
+	var since time.Time
+	var why string
+	switch {
+	case c.Labels[containers.LabelSpec] != w.hash && !st.updatePending.IsZero():
+		since, why = st.updatePending, "could not be applied"
+	case !st.updatedAt.IsZero():
+		// Proven: healthy, or (with no check) running for minStable.
+		if st.health == appapi.HealthHealthy && c.State == containers.StateRunning &&
+			(w.svc.Health != nil || now.Sub(st.lastStart) >= minStable) {
+			st.updatedAt = time.Time{}
+			return
+		}
+		since, why = st.updatedAt, "did not turn healthy"
+	default:
 		return
 	}
-	if st.health == appapi.HealthHealthy && c.State == containers.StateRunning {
-		st.updatedAt = time.Time{}
+	if now.Sub(since) < revertDeadline(w.svc) {
 		return
 	}
-	if now.Sub(st.updatedAt) < revertDeadline(w.svc) {
-		return
-	}
-	st.updatedAt = time.Time{}
+	st.updatedAt, st.updatePending = time.Time{}, time.Time{}
 	if !w.svc.Update.AutoRevert || w.app.Previous == nil {
-		r.log.Warn("updated instance did not turn healthy", "container", c.ID)
+		r.log.Warn("update of instance "+why, "container", c.ID)
 		return
 	}
 	rec := w.app.Record
 	rec.Spec, rec.Previous = *w.app.Previous, nil
 	rec.Generation++
-	rec.Reverted = fmt.Sprintf("instance %s of the update did not turn healthy within %s: reverted", appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index), revertDeadline(w.svc))
+	rec.Reverted = fmt.Sprintf("the update of instance %s %s within %s: reverted", appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index), why, revertDeadline(w.svc))
+	if st.lastErr != "" {
+		rec.Reverted += " (" + st.lastErr + ")"
+	}
 	rec.Updated = now.UTC()
 	if _, err := r.st.Put(ctx, appapi.AppKey(w.app.Spec.Name), rec, w.app.Version); err != nil {
 		r.log.Warn("revert update", "app", w.app.Spec.Name, "err", err)
@@ -674,3 +708,12 @@ func (r *reconciler) publish(ctx context.Context, v *view, wants map[string]want
 // hostIP is the address of a host-network instance as seen from this
 // node: such instances share the node's addresses.
 func hostIP() string { return "127.0.0.1" }
+
+func withoutDeclines(nodes []placement.Node) []placement.Node {
+	out := make([]placement.Node, len(nodes))
+	for i, n := range nodes {
+		n.Declined = nil
+		out[i] = n
+	}
+	return out
+}

@@ -3,6 +3,7 @@ package appapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,13 +109,20 @@ func (a *Client) Logs(ctx context.Context, name, service string, follow bool, si
 	if since != "" {
 		q.Set("since", since)
 	}
-	return a.c.WithTimeout(0).Watch(ctx, "/v1/apps/"+url.PathEscape(name)+"/logs?"+q.Encode(), func(raw json.RawMessage) error {
+	err := a.c.WithTimeout(0).Watch(ctx, "/v1/apps/"+url.PathEscape(name)+"/logs?"+q.Encode(), func(raw json.RawMessage) error {
 		var l LogLine
 		if err := json.Unmarshal(raw, &l); err != nil {
 			return fmt.Errorf("decode log line: %w", err)
 		}
 		return fn(l)
 	})
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read logs of %s: %w", name, err)
+	}
+	return nil
 }
 
 // ImportImage sends an OCI or Docker archive; it returns the imported images.

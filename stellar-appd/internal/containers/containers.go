@@ -606,3 +606,9 @@ func (r *Runtime) wrap(what string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// PrepareImage makes sure ref is present (pulling it if needed).
+func (r *Runtime) PrepareImage(ctx context.Context, ref string) error {
+	_, err := r.EnsureImage(ctx, ref)
+	return err
+}
