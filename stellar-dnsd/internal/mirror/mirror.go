@@ -1,6 +1,6 @@
 // Package mirror keeps a local copy of the parts of the cluster state DNS
-// answers from (instances under nodes/, custom records under dns/records/,
-// and member statuses), fed by stellar-gossip's list and watch API, and
+// answers from (instances under nodes/, app specs under apps/ for their
+// endpoints, custom records under dns/records/, and member statuses), fed by stellar-gossip's list and watch API, and
 // rebuilds the zone whenever they change.
 package mirror
 
@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"stellar.dev/api/appapi"
 	"stellar.dev/api/dnsapi"
 	"stellar.dev/api/errdefs"
 	"stellar.dev/api/gossipapi"
@@ -65,7 +66,7 @@ func New(src Source, cfg Config, log *slog.Logger, publish func(entries map[stri
 
 // Relevant reports whether DNS reads key.
 func Relevant(key string) bool {
-	if strings.HasPrefix(key, dnsapi.RecordPrefix) {
+	if strings.HasPrefix(key, dnsapi.RecordPrefix) || strings.HasPrefix(key, appapi.AppsPrefix) {
 		return true
 	}
 	return strings.HasPrefix(key, zone.InstancePrefix) && strings.Contains(key, "/instances/")
@@ -92,7 +93,10 @@ func (m *Mirror) Run(ctx context.Context) error {
 	go m.publisher(ctx)
 	backoff := m.cfg.RetryMin
 	for ctx.Err() == nil {
-		err := m.syncAndWatch(ctx)
+		listed, err := m.syncAndWatch(ctx)
+		if listed {
+			backoff = m.cfg.RetryMin
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -110,26 +114,25 @@ func (m *Mirror) Run(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, m.cfg.RetryMax)
-		if err == errWatchEnded {
-			backoff = m.cfg.RetryMin
-		}
 	}
 	return nil
 }
 
 var errWatchEnded = errors.New("state watch ended")
 
-func (m *Mirror) syncAndWatch(ctx context.Context) error {
+// syncAndWatch lists the state, publishes it, and follows the watch; listed
+// says whether the list worked.
+func (m *Mirror) syncAndWatch(ctx context.Context) (listed bool, err error) {
 	members, err := m.src.Members(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	entries := map[string]gossipapi.Entry{}
 	var rev uint64
-	for i, prefix := range []string{zone.InstancePrefix, dnsapi.RecordPrefix} {
+	for i, prefix := range []string{zone.InstancePrefix, appapi.AppsPrefix, dnsapi.RecordPrefix} {
 		l, err := m.src.List(ctx, prefix)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if i == 0 || l.Rev < rev {
 			rev = l.Rev
@@ -157,9 +160,9 @@ func (m *Mirror) syncAndWatch(ctx context.Context) error {
 		return nil
 	})
 	if err == nil {
-		return errWatchEnded
+		return true, errWatchEnded
 	}
-	return err
+	return true, err
 }
 
 func (m *Mirror) apply(ev gossipapi.Event) {

@@ -15,62 +15,20 @@ import (
 
 	"github.com/miekg/dns"
 
+	"stellar.dev/api/appapi"
 	"stellar.dev/api/dnsapi"
 	"stellar.dev/api/gossipapi"
 )
 
 // InstancePrefix is the state prefix of every node-owned key; instances
-// are nodes/<node>/instances/<app>/<service>/<index>.
-const InstancePrefix = "nodes/"
+// are nodes/<node>/instances/<app>/<service>/<index> (appapi.Instance).
+const InstancePrefix = appapi.NodesPrefix
 
-// Instance is the part of appd's instance document that DNS reads
-// (nodes/<node>/instances/<app>/<service>/<index>). Unknown fields are
-// ignored, so appd may publish more.
-type Instance struct {
-	App     string `json:"app"`
-	Service string `json:"service"`
-	Index   int    `json:"index"`
-	Node    string `json:"node"`
-	// IP is the container's address; IPs may list more (IPv4 and IPv6).
-	IP  string   `json:"ip"`
-	IPs []string `json:"ips,omitempty"`
-	// Status is the container's state; only "running" is answered.
-	Status string `json:"status"`
-	// Healthy is the last health verdict; absent means no check, so
-	// running is healthy. Health is the same as a word ("healthy",
-	// "unhealthy", "starting", "none"), accepted too.
-	Healthy *bool  `json:"healthy,omitempty"`
-	Health  string `json:"health,omitempty"`
-	// Updated is when the instance last changed.
-	Updated time.Time `json:"updated"`
-	// Endpoints become SRV records _<name>._<proto>.<service>.<app>.<domain>.
-	Endpoints []Endpoint `json:"endpoints,omitempty"`
-}
-
-// Endpoint is one port an instance serves.
-type Endpoint struct {
-	// Name is the SRV service label ("http"); empty: Protocol is used.
-	Name string `json:"name,omitempty"`
-	// Protocol is "tcp" or "udp"; an application protocol ("http",
-	// "https", "grpc") means tcp and names the endpoint when Name is empty.
-	Protocol string `json:"protocol"`
-	// Port is the port the instance listens on.
-	Port int `json:"port"`
-}
-
-// serving reports whether the instance should be answered for.
-func (in Instance) serving() bool {
-	if in.Status != "running" {
-		return false
-	}
-	if in.Healthy != nil && !*in.Healthy {
-		return false
-	}
-	switch in.Health {
-	case "", "healthy", "none":
-		return true
-	}
-	return false
+// serving reports whether DNS answers for the instance: it runs, and its
+// health check (if any) has not failed. "unknown" (no verdict yet, or no
+// check) counts as serving: without a check, running is healthy.
+func serving(in appapi.Instance) bool {
+	return in.Status == appapi.StatusRunning && in.Health != appapi.HealthUnhealthy
 }
 
 // Input is what a zone is built from.
@@ -81,7 +39,8 @@ type Input struct {
 	TTL time.Duration
 	// Serial is the SOA serial.
 	Serial uint32
-	// Entries are the state's keys under nodes/ and dns/records/.
+	// Entries are the state's keys under nodes/ (instances), apps/ (for
+	// the endpoints of services) and dns/records/.
 	Entries map[string]gossipapi.Entry
 	// Members maps node names to their member status; a node whose status
 	// is failed or left is not answered for.
@@ -163,6 +122,27 @@ func Build(in Input) *Zone {
 	}
 	sort.Strings(keys)
 	var custom []dnsapi.Record
+	endpoints := map[[2]string][]appapi.Endpoint{} // app, service -> endpoints
+	for _, k := range keys {
+		if !strings.HasPrefix(k, appapi.AppsPrefix) {
+			continue
+		}
+		var rec appapi.Record
+		if err := json.Unmarshal(in.Entries[k].Value, &rec); err != nil {
+			skip(k, "decode app: %v", err)
+			continue
+		}
+		app := strings.TrimPrefix(k, appapi.AppsPrefix)
+		for _, svc := range rec.Spec.Services {
+			for _, ep := range svc.Endpoints {
+				target := svc.Name
+				if ep.Service != "" {
+					target = ep.Service
+				}
+				endpoints[[2]string{app, target}] = append(endpoints[[2]string{app, target}], ep)
+			}
+		}
+	}
 	for _, k := range keys {
 		e := in.Entries[k]
 		switch {
@@ -179,32 +159,26 @@ func Build(in Input) *Zone {
 			}
 			n.Source = dnsapi.SourceCustom
 			custom = append(custom, n)
-		case strings.HasPrefix(k, InstancePrefix):
-			parts := strings.Split(k, "/")
-			if len(parts) != 6 || parts[2] != "instances" {
-				continue // facts, labels, subnet: not for DNS
+		case strings.HasPrefix(k, appapi.NodesPrefix):
+			node, app, svc, n, ok := appapi.ParseInstanceKey(k)
+			if !ok {
+				continue // facts, labels, subnet, declined: not for DNS
 			}
-			node, app, svc, idx := parts[1], parts[3], parts[4], parts[5]
 			if e.OwnerFailed {
 				continue
 			}
 			if st := in.Members[node]; st == gossipapi.StatusFailed || st == gossipapi.StatusLeft {
 				continue
 			}
-			var inst Instance
+			var inst appapi.Instance
 			if err := json.Unmarshal(e.Value, &inst); err != nil {
 				skip(k, "decode instance: %v", err)
 				continue
 			}
-			if !inst.serving() {
+			if !serving(inst) {
 				continue
 			}
-			n, err := strconv.Atoi(idx)
-			if err != nil || n < 0 {
-				skip(k, "instance index %q is not a number", idx)
-				continue
-			}
-			if err := z.addInstance(node, app, svc, n, inst); err != nil {
+			if err := z.addInstance(node, app, svc, n, inst, endpoints[[2]string{app, svc}]); err != nil {
 				skip(k, "%v", err)
 				continue
 			}
@@ -272,7 +246,7 @@ func (z *Zone) add(rr dns.RR) {
 	}
 }
 
-func (z *Zone) addInstance(node, app, svc string, idx int, inst Instance) error {
+func (z *Zone) addInstance(node, app, svc string, idx int, inst appapi.Instance, eps []appapi.Endpoint) error {
 	for _, l := range []string{app, svc} {
 		if err := dnsapi.ValidateLabel(l); err != nil {
 			return fmt.Errorf("instance name: %w", err)
@@ -283,34 +257,25 @@ func (z *Zone) addInstance(node, app, svc string, idx int, inst Instance) error 
 	if len(instName) > 254 {
 		return fmt.Errorf("name %s is too long", instName)
 	}
-	ips := inst.IPs
-	if inst.IP != "" {
-		ips = append([]string{inst.IP}, ips...)
+	if inst.IP == "" {
+		return fmt.Errorf("running instance has no ip")
 	}
-	added := 0
-	for _, s := range ips {
-		a, err := netip.ParseAddr(s)
-		if err != nil || a.Zone() != "" {
-			return fmt.Errorf("instance ip %q is not an IP address", s)
-		}
-		a = a.Unmap()
-		for _, name := range []string{svcName, instName} {
-			if a.Is4() {
-				z.add(&dns.A{Hdr: z.hdr(name, dns.TypeA, z.ttl), A: a.AsSlice()})
-			} else {
-				z.add(&dns.AAAA{Hdr: z.hdr(name, dns.TypeAAAA, z.ttl), AAAA: a.AsSlice()})
-			}
-		}
-		typ := dnsapi.TypeA
-		if !a.Is4() {
+	a, err := netip.ParseAddr(inst.IP)
+	if err != nil || a.Zone() != "" {
+		return fmt.Errorf("instance ip %q is not an IP address", inst.IP)
+	}
+	a = a.Unmap()
+	typ := dnsapi.TypeA
+	for _, name := range []string{svcName, instName} {
+		if a.Is4() {
+			z.add(&dns.A{Hdr: z.hdr(name, dns.TypeA, z.ttl), A: a.AsSlice()})
+		} else {
 			typ = dnsapi.TypeAAAA
+			z.add(&dns.AAAA{Hdr: z.hdr(name, dns.TypeAAAA, z.ttl), AAAA: a.AsSlice()})
 		}
-		z.records = append(z.records, dnsapi.Record{Name: strings.TrimSuffix(svcName, "."), Type: typ, Value: a.String(), TTL: z.ttl, Source: dnsapi.SourceService, Node: node})
-		added++
 	}
-	if added == 0 {
-		return fmt.Errorf("instance has no ip")
-	}
+	svcRec := strings.TrimSuffix(svcName, ".")
+	z.records = append(z.records, dnsapi.Record{Name: svcRec, Type: typ, Value: a.String(), TTL: z.ttl, Source: dnsapi.SourceService, Node: node})
 	updated := ""
 	if !inst.Updated.IsZero() {
 		updated = inst.Updated.UTC().Format(time.RFC3339)
@@ -319,21 +284,16 @@ func (z *Zone) addInstance(node, app, svc string, idx int, inst Instance) error 
 	for _, name := range []string{svcName, instName} {
 		z.add(&dns.TXT{Hdr: z.hdr(name, dns.TypeTXT, z.ttl), Txt: []string{txt}})
 	}
-	z.records = append(z.records, dnsapi.Record{Name: strings.TrimSuffix(svcName, "."), Type: dnsapi.TypeTXT, Value: txt, TTL: z.ttl, Source: dnsapi.SourceService, Node: node})
-	for _, ep := range inst.Endpoints {
-		proto := strings.ToLower(ep.Protocol)
-		label := strings.ToLower(ep.Name)
-		if proto != "tcp" && proto != "udp" {
-			if label == "" {
-				label = proto
-			}
-			proto = "tcp"
+	z.records = append(z.records, dnsapi.Record{Name: svcRec, Type: dnsapi.TypeTXT, Value: txt, TTL: z.ttl, Source: dnsapi.SourceService, Node: node})
+	for _, ep := range eps {
+		// _<protocol>._<transport>: "http" -> _http._tcp, "udp" -> _udp._udp.
+		label := strings.ToLower(ep.Protocol)
+		proto := "tcp"
+		if label == "udp" {
+			proto = "udp"
 		}
-		if label == "" || ep.Port <= 0 || ep.Port > 65535 {
-			return fmt.Errorf("endpoint %q/%q port %d: needs a name and a port from 1 to 65535", ep.Name, ep.Protocol, ep.Port)
-		}
-		if err := dnsapi.ValidateLabel(label); err != nil {
-			return fmt.Errorf("endpoint name: %w", err)
+		if ep.Port <= 0 || ep.Port > 65535 || dnsapi.ValidateLabel(label) != nil {
+			continue // the app spec's validation refuses these; never fatal here
 		}
 		srvName := "_" + label + "._" + proto + "." + svcName
 		z.add(&dns.SRV{Hdr: z.hdr(srvName, dns.TypeSRV, z.ttl), Priority: 0, Weight: 10, Port: uint16(ep.Port), Target: instName})
