@@ -121,7 +121,11 @@ func TestHandler_answers(t *testing.T) {
 		{name: "NODATA with SOA", q: query("web.example.stellar.", dns.TypeMX), soa: true, aa: true},
 		{name: "custom record", q: query("db.example.stellar.", dns.TypeA), answers: 1, aa: true},
 		{name: "outside the zone is forwarded", q: query("example.org.", dns.TypeA), answers: 1},
-		{name: "CHAOS class is refused", q: func() *dns.Msg { m := query("version.bind.", dns.TypeTXT); m.Question[0].Qclass = dns.ClassCHAOS; return m }(), rcode: dns.RcodeRefused},
+		{name: "CHAOS class is refused", q: func() *dns.Msg {
+			m := query("version.bind.", dns.TypeTXT)
+			m.Question[0].Qclass = dns.ClassCHAOS
+			return m
+		}(), rcode: dns.RcodeRefused},
 		{name: "AXFR is refused", q: query("stellar.", dns.TypeAXFR), rcode: dns.RcodeRefused},
 	}
 	for _, tt := range tests {
@@ -182,7 +186,7 @@ func malformed(t testing.TB) map[string][]byte {
 	compressionLoop := func() []byte {
 		b := make([]byte, 12)
 		binary.BigEndian.PutUint16(b, 99)
-		binary.BigEndian.PutUint16(b[4:], 1) // QDCOUNT 1
+		binary.BigEndian.PutUint16(b[4:], 1)   // QDCOUNT 1
 		return append(b, 0xc0, 12, 0, 1, 0, 1) // name points at itself
 	}
 	badOptionLength := func() []byte {
