@@ -5,7 +5,6 @@ go 1.26.0
 require stellar.dev/api v0.0.0-00010101000000-000000000000
 
 require (
-	github.com/BurntSushi/toml v1.6.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/spf13/pflag v1.0.9 // indirect
 )
@@ -13,6 +12,7 @@ require (
 replace stellar.dev/api => ../api
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/spf13/cobra v1.10.2
 	stellar.dev/daemon v0.0.0-00010101000000-000000000000
 )
