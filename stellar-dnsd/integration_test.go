@@ -176,8 +176,14 @@ func fakeUpstream(t *testing.T, addr string) {
 		}
 		_ = w.WriteMsg(m)
 	})}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsrv := &dns.Server{Listener: l, Handler: srv.Handler}
 	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
+	go func() { _ = tsrv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown(); _ = tsrv.Shutdown() })
 }
 
 func status(out string) string {
@@ -384,4 +390,60 @@ func TestCluster_twoNodesWithRealGossip(t *testing.T) {
 			t.Fatalf("second delete: %v\n%s", err, out)
 		}
 	})
+}
+
+// TestDaemon_socketActivatedDNS hands the API socket and both DNS sockets
+// (UDP and TCP, one name "dns" as stellar-dnsd-dns.socket gives them) over
+// the systemd way and checks that dnsd answers on both.
+func TestDaemon_socketActivatedDNS(t *testing.T) {
+	needDig(t)
+	bin := daemontest.Build(t, "stellar.dev/stellar-dnsd")
+	fakeUpstream(t, "127.0.53.101:"+dnsPort)
+	n := newNode(t, "dns-act", "127.0.53.10", "127.0.53.101:"+dnsPort)
+	if err := os.MkdirAll(filepath.Join(n.dir, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	api, err := net.Listen("unix", filepath.Join(n.dir, "run", "dnsd.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.(*net.UnixListener).SetUnlinkOnClose(false)
+	udp, err := net.ListenPacket("udp", n.ip+":"+dnsPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp", n.ip+":"+dnsPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*os.File
+	for _, s := range []interface{ File() (*os.File, error) }{api.(*net.UnixListener), udp.(*net.UDPConn), tcp.(*net.TCPListener)} {
+		f, err := s.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+		t.Cleanup(func() { f.Close() })
+	}
+	api.Close()
+	udp.Close()
+	tcp.Close()
+	// LISTEN_PID must be the daemon's own pid: a shell sets it and execs.
+	p := startProc(t, "dnsd-activated", "/bin/sh", []string{"LISTEN_FDS=3", "LISTEN_FDNAMES=api:dns:dns"}, files,
+		"-c", `LISTEN_PID=$$ exec "$0" "$@"`, bin, "--config", n.config)
+	p.notify.WaitFor(t, "READY=1", 30*time.Second)
+	if !strings.Contains(p.out.String(), "socket from systemd") {
+		t.Logf("output:\n%s", p.out.String())
+	}
+	for _, proto := range []string{"+notcp", "+tcp"} {
+		if s := status(dig(t, n.ip, proto, "web.example.stellar")); s != "SERVFAIL" {
+			t.Errorf("%s: zone before any sync: status %s, want SERVFAIL", proto, s)
+		}
+		if got := digShort(t, n.ip, proto, "example.org"); got != "192.0.2.53" {
+			t.Errorf("%s: forwarded: %q", proto, got)
+		}
+	}
+	if strings.Contains(p.out.String(), "role=dns network=udp") {
+		t.Errorf("dnsd bound its own DNS sockets instead of using systemd's:\n%s", p.out.String())
+	}
 }

@@ -92,10 +92,12 @@ func (m *Mirror) Synced() bool {
 func (m *Mirror) Run(ctx context.Context) error {
 	go m.publisher(ctx)
 	backoff := m.cfg.RetryMin
+	failures := 0
 	for ctx.Err() == nil {
 		listed, err := m.syncAndWatch(ctx)
 		if listed {
 			backoff = m.cfg.RetryMin
+			failures = 0
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -107,7 +109,12 @@ func (m *Mirror) Run(ctx context.Context) error {
 			m.log.Info("state watch fell behind: listing again")
 			continue
 		}
-		m.log.Warn("sync with stellar-gossip: retrying", "err", err, "in", backoff)
+		if failures == 0 || failures%60 == 0 {
+			m.log.Warn("sync with stellar-gossip: retrying (answering from the last zone; SERVFAIL for the zone until the first sync)", "err", err, "in", backoff, "failures", failures+1)
+		} else {
+			m.log.Debug("sync with stellar-gossip: retrying", "err", err, "in", backoff)
+		}
+		failures++
 		select {
 		case <-ctx.Done():
 			return nil
