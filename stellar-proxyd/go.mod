@@ -6,7 +6,10 @@ require stellar.dev/api v0.0.0-00010101000000-000000000000
 
 replace stellar.dev/api => ../api
 
-require stellar.dev/daemon v0.0.0-00010101000000-000000000000
+require (
+	golang.org/x/crypto v0.45.0
+	stellar.dev/daemon v0.0.0-00010101000000-000000000000
+)
 
 require (
 	github.com/BurntSushi/toml v1.6.0 // indirect

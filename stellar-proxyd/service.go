@@ -22,6 +22,7 @@ import (
 	"stellar.dev/daemon"
 	"stellar.dev/daemon/config"
 	"stellar.dev/daemon/httpapi"
+	"stellar.dev/stellar-proxyd/internal/acme"
 	"stellar.dev/stellar-proxyd/internal/guard"
 	"stellar.dev/stellar-proxyd/internal/proxy"
 	"stellar.dev/stellar-proxyd/internal/route"
@@ -52,6 +53,7 @@ type service struct {
 	synced   bool
 	lastErr  string
 	rebuildC chan struct{}
+	acme     *acme.Manager // nil without [proxy] acme_directory
 }
 
 func newService(env *daemon.Env) *service {
@@ -67,6 +69,18 @@ func newService(env *daemon.Env) *service {
 		cfg:      env.Config,
 		entries:  map[string]gossipapi.Entry{},
 		rebuildC: make(chan struct{}, 1),
+	}
+	if d := env.Config.Proxy.ACMEDirectory; d != "" {
+		s.acme = acme.New(acme.Config{Directory: d, Email: env.Config.Proxy.ACMEEmail, Node: env.Config.Node.Name}, s.gossip, acme.Sources{
+			Hosts:       s.proxy.TLSHosts,
+			Certificate: s.proxy.Certificate,
+			Serving: func(host, token string) bool {
+				if token == "" {
+					return s.proxy.ALPNCertificate(host) != nil
+				}
+				return s.proxy.HasChallenge(token)
+			},
+		}, env.Log)
 	}
 	env.Mux.Handle("GET /v1/backends", httpapi.Handle(s.handleBackends))
 	env.Mux.Handle("GET /v1/status", httpapi.Handle(s.handleStatus))
@@ -86,7 +100,7 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 	h2.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 250}
 	tlsConf := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{"h2", "http/1.1"},
+		NextProtos:     []string{"h2", "http/1.1", acmeALPN},
 		GetCertificate: s.certificate,
 	}
 	h2.TLSConfig = tlsConf
@@ -117,6 +131,9 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 	}
 	go s.syncLoop(ctx)
 	go s.rebuildLoop(ctx)
+	if s.acme != nil {
+		go s.acme.Run(ctx)
+	}
 	ready()
 	<-ctx.Done()
 
@@ -175,16 +192,30 @@ func (s *service) acceptTLS(ctx context.Context, l net.Listener, conf *tls.Confi
 				return
 			}
 			_ = tc.SetDeadline(time.Time{})
-			if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			switch tc.ConnectionState().NegotiatedProtocol {
+			case acmeALPN:
+				tc.Close() // the handshake was the TLS-ALPN-01 answer
+			case "h2":
 				h2.push(tc)
-			} else {
+			default:
 				h1.push(guard.New(tc, true))
 			}
 		}()
 	}
 }
 
+// acmeALPN is the protocol of TLS-ALPN-01 validations (RFC 8737).
+const acmeALPN = "acme-tls/1"
+
 func (s *service) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	for _, p := range hello.SupportedProtos {
+		if p == acmeALPN {
+			if c := s.proxy.ALPNCertificate(hello.ServerName); c != nil {
+				return c, nil
+			}
+			return nil, fmt.Errorf("no tls-alpn-01 challenge for %q", hello.ServerName)
+		}
+	}
 	if c := s.proxy.Certificate(hello.ServerName); c != nil {
 		return c, nil
 	}
@@ -216,7 +247,8 @@ func relevant(key string) bool {
 		return ok
 	}
 	return strings.HasPrefix(key, route.AppsPrefix) || strings.HasPrefix(key, route.HostsPrefix) ||
-		strings.HasPrefix(key, route.CertsPrefix) || strings.HasPrefix(key, route.ChallengePrefix)
+		strings.HasPrefix(key, route.CertsPrefix) || strings.HasPrefix(key, route.ChallengePrefix) ||
+		strings.HasPrefix(key, route.ALPNPrefix)
 }
 
 // syncLoop lists and watches the cluster state through stellar-gossip,
@@ -327,7 +359,7 @@ func (s *service) rebuild() {
 	for _, err := range errs {
 		s.log.Warn("skip route", "err", err)
 	}
-	ex := proxy.Extras{Certs: map[string]*tls.Certificate{}, Challenges: map[string]string{}}
+	ex := proxy.Extras{Certs: map[string]*tls.Certificate{}, Challenges: map[string]string{}, ALPN: map[string]*tls.Certificate{}}
 	for _, e := range entries {
 		switch {
 		case strings.HasPrefix(e.Key, route.CertsPrefix):
@@ -342,6 +374,17 @@ func (s *service) rebuild() {
 				continue
 			}
 			ex.Certs[route.NormalizeHost(strings.TrimPrefix(e.Key, route.CertsPrefix))] = &kp
+		case strings.HasPrefix(e.Key, route.ALPNPrefix):
+			var c proxyapi.Certificate
+			if err := json.Unmarshal(e.Value, &c); err != nil {
+				continue
+			}
+			kp, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
+			if err != nil {
+				s.log.Warn("skip tls-alpn-01 certificate", "key", e.Key, "err", err)
+				continue
+			}
+			ex.ALPN[route.NormalizeHost(strings.TrimPrefix(e.Key, route.ALPNPrefix))] = &kp
 		case strings.HasPrefix(e.Key, route.ChallengePrefix):
 			var c proxyapi.Challenge
 			if err := json.Unmarshal(e.Value, &c); err != nil {
@@ -352,6 +395,9 @@ func (s *service) rebuild() {
 	}
 	s.loadCertFiles(cfg, ex.Certs)
 	s.proxy.Update(t, ex)
+	if s.acme != nil {
+		s.acme.Kick()
+	}
 	s.log.Debug("routes swapped", "routes", len(t.Routes()), "generation", s.proxy.Generation())
 }
 

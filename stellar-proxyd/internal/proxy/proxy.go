@@ -48,6 +48,8 @@ type Extras struct {
 	Certs map[string]*tls.Certificate
 	// Challenges maps an HTTP-01 token to its key authorization.
 	Challenges map[string]string
+	// ALPN maps a host to its TLS-ALPN-01 challenge certificate.
+	ALPN map[string]*tls.Certificate
 }
 
 type liveTable struct {
@@ -196,6 +198,30 @@ func (p *Proxy) Table() *route.Table { return p.cur.Load().table }
 // Certificate returns the certificate of host, if there is one.
 func (p *Proxy) Certificate(host string) *tls.Certificate {
 	return p.cur.Load().extras.Certs[route.NormalizeHost(host)]
+}
+
+// ALPNCertificate returns the TLS-ALPN-01 certificate of host, if any.
+func (p *Proxy) ALPNCertificate(host string) *tls.Certificate {
+	return p.cur.Load().extras.ALPN[route.NormalizeHost(host)]
+}
+
+// HasChallenge reports whether the HTTP-01 answer of token is served.
+func (p *Proxy) HasChallenge(token string) bool {
+	_, ok := p.cur.Load().extras.Challenges[token]
+	return ok
+}
+
+// TLSHosts returns the hosts of routes with TLS on.
+func (p *Proxy) TLSHosts() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range p.cur.Load().table.Routes() {
+		if r.TLS && !seen[r.Host] {
+			seen[r.Host] = true
+			out = append(out, r.Host)
+		}
+	}
+	return out
 }
 
 // Backends lists every backend, host filtering when not empty.

@@ -26,6 +26,7 @@ const (
 	HostsPrefix     = "proxy/hosts/"
 	CertsPrefix     = "acme/certs/"
 	ChallengePrefix = "acme/challenges/"
+	ALPNPrefix      = "acme/alpn/"
 )
 
 // Check kinds.
