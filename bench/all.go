@@ -5,11 +5,15 @@ package bench
 import (
 	"stellar.dev/bench/footprint"
 	"stellar.dev/bench/harness"
+	"stellar.dev/bench/netd"
+	"stellar.dev/bench/proxy"
 )
 
 // All returns every benchmark, in report order.
 func All() []harness.Benchmark {
 	return []harness.Benchmark{
 		footprint.Benchmark,
+		netd.Benchmark,
+		proxy.Benchmark,
 	}
 }

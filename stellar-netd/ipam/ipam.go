@@ -3,6 +3,12 @@
 // temporary file and published with link(2), which fails if the IP is taken.
 // A kill -9 at any point leaves either no file or a whole one, so an IP is
 // never handed out twice.
+//
+// Allocations are not fsynced by default: they only need to outlive the
+// process, not the kernel. A power loss or kernel crash also kills every
+// container that held an IP, so an allocation it forgets can never be
+// handed out twice; one it keeps belongs to a dead container, and GC
+// against the live containers frees it.
 package ipam
 
 import (
@@ -43,15 +49,16 @@ type Allocator struct {
 	byKey  map[key]netip.Addr
 	last   netip.Addr
 	loaded bool
-	// Sync makes every change durable (fsync of the file and the
-	// directory); true unless a test or benchmark turns it off.
+	// Sync makes every allocation durable across a power loss (fsync of
+	// the directory before answering). Off by default: see the package
+	// documentation for why uniqueness does not need it.
 	Sync bool
 }
 
 // New returns an allocator for block keeping its files in dir. It does no
 // I/O: Load reads the directory.
 func New(dir string, block netip.Prefix) *Allocator {
-	return &Allocator{dir: dir, block: block.Masked(), gateway: block.Masked().Addr().Next(), Sync: true,
+	return &Allocator{dir: dir, block: block.Masked(), gateway: block.Masked().Addr().Next(),
 		byIP: map[netip.Addr]Entry{}, byKey: map[key]netip.Addr{}}
 }
 
@@ -173,26 +180,45 @@ func ValidateID(cid, ifname string) error {
 }
 
 // Allocate returns the IP of (cid, ifname), allocating one if it has none.
+// With Sync set the allocation is fsynced before Allocate returns, outside
+// the lock, so concurrent allocations share their directory fsyncs.
 func (a *Allocator) Allocate(cid, ifname string, now time.Time) (Entry, error) {
 	if err := ValidateID(cid, ifname); err != nil {
 		return Entry{}, err
 	}
+	e, fresh, err := a.allocate(cid, ifname, now)
+	if err != nil || !fresh {
+		return e, err
+	}
+	if err := a.syncDir(); err != nil {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		_ = a.removeLocked(e.IP)
+		delete(a.byIP, e.IP)
+		delete(a.byKey, key{cid, ifname})
+		return Entry{}, err
+	}
+	return e, nil
+}
+
+// allocate picks and records an IP; fresh is false for an existing one.
+func (a *Allocator) allocate(cid, ifname string, now time.Time) (Entry, bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.loaded {
-		return Entry{}, errdefs.New(errdefs.ErrUnavailable, "ip allocations are not loaded yet")
+		return Entry{}, false, errdefs.New(errdefs.ErrUnavailable, "ip allocations are not loaded yet")
 	}
 	if ip, ok := a.byKey[key{cid, ifname}]; ok {
-		return a.byIP[ip], nil
+		return a.byIP[ip], false, nil
 	}
 	capa := Capacity(a.block)
 	if len(a.byIP) >= capa {
-		return Entry{}, errdefs.New(errdefs.ErrResourceExhausted, "subnet %s is full: all %d container IPs are allocated", a.block, capa)
+		return Entry{}, false, errdefs.New(errdefs.ErrResourceExhausted, "subnet %s is full: all %d container IPs are allocated", a.block, capa)
 	}
 	e := Entry{ContainerID: cid, IfName: ifname, Created: now.UTC()}
 	tmp, err := a.writeTemp(e)
 	if err != nil {
-		return Entry{}, err
+		return Entry{}, false, err
 	}
 	defer os.Remove(tmp)
 	start := a.last
@@ -211,19 +237,15 @@ func (a *Allocator) Allocate(cid, ifname string, now time.Time) (Entry, error) {
 			continue
 		}
 		if err != nil {
-			return Entry{}, fmt.Errorf("record allocation of %s: %w", ip, err)
-		}
-		if err := a.syncDir(); err != nil {
-			_ = os.Remove(filepath.Join(a.dir, ip.String()))
-			return Entry{}, err
+			return Entry{}, false, fmt.Errorf("record allocation of %s: %w", ip, err)
 		}
 		e.IP = ip
 		a.byIP[ip] = e
 		a.byKey[key{cid, ifname}] = ip
 		a.last = ip
-		return e, nil
+		return e, true, nil
 	}
-	return Entry{}, errdefs.New(errdefs.ErrResourceExhausted, "subnet %s is full: no free container IP", a.block)
+	return Entry{}, false, errdefs.New(errdefs.ErrResourceExhausted, "subnet %s is full: no free container IP", a.block)
 }
 
 // next returns the IP after ip in the block's usable range, wrapping.
@@ -244,10 +266,10 @@ func (a *Allocator) writeTemp(e Entry) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("write allocation: %w", err)
 	}
+	// No fsync of the contents: after a power loss a name whose contents
+	// were lost still marks its IP as taken (Load), so no IP is handed out
+	// twice; GC frees it since no container has its owner's ID.
 	_, err = fmt.Fprintf(f, "v1\n%s\n%s\n%d\n", e.ContainerID, e.IfName, e.Created.UnixNano())
-	if err == nil && a.Sync {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -301,11 +323,9 @@ func (a *Allocator) Release(cid, ifname string) ([]Entry, error) {
 		delete(a.byIP, ip)
 		delete(a.byKey, k)
 	}
-	if len(out) > 0 {
-		if err := a.syncDir(); err != nil {
-			return out, err
-		}
-	}
+	// Releases are not fsynced: one lost to a power cut comes back as an
+	// allocation of a container that no longer exists, which GC frees; it
+	// can never give an IP to two containers.
 	sortEntries(out)
 	return out, nil
 }
