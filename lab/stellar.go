@@ -128,8 +128,14 @@ func (l *Lab) formCluster(ctx context.Context, n int) error {
 	}
 	var token string
 	var lastErr error
-	for try := 0; try < 30; try++ {
-		out, err := l.Output(ctx, "node1", "sctl", "cluster", "token")
+	for try := 0; try < 6; try++ {
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		out, err := l.Output(actx, "node1", "sctl", "cluster", "token")
+		cancel()
+		if err != nil && actx.Err() != nil && ctx.Err() == nil {
+			l.Log.Warn("cannot form the cluster: `sctl cluster token` on node1 did not answer in 15s; nodes run alone", "err", err)
+			return nil
+		}
 		if err == nil {
 			token = lastField(out)
 			break
@@ -148,9 +154,16 @@ func (l *Lab) formCluster(ctx context.Context, n int) error {
 		return nil
 	}
 	for _, name := range pending {
-		if _, err := l.Output(ctx, name, "sctl", "cluster", "join", token); err != nil {
+		jctx, cancel := context.WithTimeout(ctx, time.Minute)
+		_, err := l.Output(jctx, name, "sctl", "cluster", "join", token)
+		cancel()
+		if err != nil {
 			if missingCommand(err) {
 				l.Log.Warn("cannot join: `sctl cluster join` is not available", "node", name, "err", err)
+				continue
+			}
+			if ctx.Err() == nil {
+				l.Log.Warn("cannot join; the node runs alone (run `sctl cluster join` in it by hand, or up again)", "node", name, "err", err)
 				continue
 			}
 			return fmt.Errorf("join %s to the cluster: %w", name, err)
