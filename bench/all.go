@@ -6,6 +6,7 @@ import (
 	"stellar.dev/bench/footprint"
 	"stellar.dev/bench/harness"
 	"stellar.dev/bench/netd"
+	"stellar.dev/bench/proxy"
 )
 
 // All returns every benchmark, in report order.
@@ -13,5 +14,6 @@ func All() []harness.Benchmark {
 	return []harness.Benchmark{
 		footprint.Benchmark,
 		netd.Benchmark,
+		proxy.Benchmark,
 	}
 }

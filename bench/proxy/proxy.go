@@ -1,0 +1,356 @@
+// Package proxy measures stellar-proxyd's HTTP reverse proxying against
+// nginx and caddy (Debian packages) in front of the same backend, with the
+// backend hit directly as the limit: wrk requests/s and p99 latency.
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"stellar.dev/bench/harness"
+)
+
+// Benchmark is the proxy benchmark.
+var Benchmark = harness.Benchmark{
+	Name:  "proxy",
+	Title: "HTTP proxy: wrk requests/s and p99, stellar-proxyd vs nginx vs caddy",
+	Run:   run,
+}
+
+const (
+	host        = "bench.test"
+	connections = 64
+	wrkCPU      = "0"
+	serverCPU   = "1"
+)
+
+func run(ctx context.Context, o harness.Options) (harness.Result, error) {
+	dur, runs := 10*time.Second, o.Runs
+	if o.Short {
+		dur, runs = 2*time.Second, 1
+	}
+	if runs < 1 {
+		runs = 1
+	}
+	res := harness.Result{
+		Goal: "at least 2x caddy's and 60% of nginx's requests/s, p99 under 5 ms",
+		Metrics: []harness.Metric{
+			{Name: "rps", Unit: "req/s", HigherIsBetter: true},
+			{Name: "p99", Unit: "ms"},
+		},
+		Notes: []string{
+			fmt.Sprintf("wrk -t1 -c%d for %s per run pinned to CPU %s; the proxy under test and the backend (Stellar's tiny Go test server) share CPU %s.", connections, dur, wrkCPU, serverCPU),
+			"Plain HTTP/1.1 on loopback, keep-alive to the backend in every proxy (nginx: keepalive 256, worker_processes 1; caddy: reverse_proxy defaults); access logs off in all three (stellar-proxyd: log_level warn).",
+			"stellar-proxyd serves its route from its state cache (no stellar-gossip needed for the data path).",
+		},
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return res, errors.New("wrk is missing (make bench-deps)")
+	}
+	work := o.WorkDir
+	backendBin := filepath.Join(work, "httpd")
+	if err := goBuild(backendBin, "stellar.dev/testimages/httpd"); err != nil {
+		return res, err
+	}
+	proxyBin := filepath.Join(o.BinDir, "stellar-proxyd")
+	if _, err := os.Stat(proxyBin); err != nil {
+		proxyBin = filepath.Join(work, "stellar-proxyd")
+		if err := goBuild(proxyBin, "stellar.dev/stellar-proxyd"); err != nil {
+			return res, err
+		}
+	}
+	backendAddr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	stopBackend, err := start(ctx, harness.Pinned(serverCPU, backendBin, "--listen", backendAddr, "--text", "bench"), backendAddr)
+	if err != nil {
+		return res, fmt.Errorf("start backend: %w", err)
+	}
+	defer stopBackend()
+
+	type subject struct {
+		s     harness.Subject
+		start func() (addr string, stop func(), err error)
+	}
+	subjects := []*subject{
+		{s: harness.Subject{Name: "stellar-proxyd", Kind: harness.KindStellar, Version: version(proxyBin)},
+			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr) }},
+	}
+	if _, err := exec.LookPath("nginx"); err == nil {
+		subjects = append(subjects, &subject{s: harness.Subject{Name: "nginx", Kind: harness.KindPeer, Version: harness.PackageVersion("nginx-light")},
+			start: func() (string, func(), error) { return startNginx(ctx, work, backendAddr) }})
+	} else {
+		res.Notes = append(res.Notes, "nginx is not installed: not measured")
+	}
+	if _, err := exec.LookPath("caddy"); err == nil {
+		subjects = append(subjects, &subject{s: harness.Subject{Name: "caddy", Kind: harness.KindPeer, Version: harness.PackageVersion("caddy")},
+			start: func() (string, func(), error) { return startCaddy(ctx, work, backendAddr) }})
+	} else {
+		res.Notes = append(res.Notes, "caddy is not installed: not measured")
+	}
+	subjects = append(subjects, &subject{s: harness.Subject{Name: "backend directly", Kind: harness.KindLimit, Version: "testimages/httpd"},
+		start: func() (string, func(), error) { return backendAddr, func() {}, nil }})
+
+	for _, sub := range subjects {
+		addr, stop, err := sub.start()
+		if err != nil {
+			return res, fmt.Errorf("start %s: %w", sub.s.Name, err)
+		}
+		// Warm up the connection pools, then measure.
+		if _, _, err := wrk(ctx, addr, time.Second); err != nil {
+			stop()
+			return res, fmt.Errorf("warm up %s: %w", sub.s.Name, err)
+		}
+		for i := 0; i < runs; i++ {
+			rps, p99, err := wrk(ctx, addr, dur)
+			if err != nil {
+				stop()
+				return res, fmt.Errorf("measure %s: %w", sub.s.Name, err)
+			}
+			sub.s.Add("rps", rps)
+			sub.s.Add("p99", p99)
+			o.Log.Info("proxy bench", "subject", sub.s.Name, "rps", rps, "p99_ms", p99)
+		}
+		stop()
+		res.Subjects = append(res.Subjects, sub.s)
+	}
+	return res, nil
+}
+
+func goBuild(out, pkg string) error {
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+func version(bin string) string {
+	out, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// start runs cmd and waits until addr answers HTTP.
+func start(ctx context.Context, cmd *exec.Cmd, addr string) (func(), error) {
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	stop := func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+		req.Host = host
+		resp, err := hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return stop, nil
+			}
+		}
+		select {
+		case <-done:
+			return nil, fmt.Errorf("%s exited: %s", cmd.Path, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, fmt.Errorf("%s does not answer 200 at %s: %v (status %v)\n%s", cmd.Path, addr, err, statusOf(resp), out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func statusOf(r *http.Response) string {
+	if r == nil {
+		return "none"
+	}
+	return r.Status
+}
+
+// startStellar runs stellar-proxyd with one route to the backend, from its
+// state cache.
+func startStellar(ctx context.Context, work, bin, backend string) (string, func(), error) {
+	dir := filepath.Join(work, "proxyd")
+	for _, d := range []string{"run", "state/proxyd"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return "", nil, err
+		}
+	}
+	ip, port, _ := net.SplitHostPort(backend)
+	app := map[string]any{"spec": map[string]any{"name": "bench", "services": []any{map[string]any{"name": "web",
+		"endpoints": []any{map[string]any{"service": "web", "protocol": "http", "host": host, "port": mustInt(port)}}}}}}
+	inst := map[string]any{"ip": ip, "status": "running", "health": "healthy"}
+	av, _ := json.Marshal(app)
+	iv, _ := json.Marshal(inst)
+	cache, _ := json.Marshal([]map[string]any{
+		{"key": "apps/bench", "value": json.RawMessage(av), "version": "1"},
+		{"key": "nodes/bench/instances/bench/web/0", "value": json.RawMessage(iv), "version": "1"},
+	})
+	if err := os.WriteFile(filepath.Join(dir, "state/proxyd/state.json"), cache, 0o600); err != nil {
+		return "", nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	https, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	cfg := fmt.Sprintf("[node]\nname = \"bench\"\nrun_dir = %q\nstate_dir = %q\nlog_level = \"warn\"\n[proxy]\nhttp = %q\nhttps = %q\n",
+		filepath.Join(dir, "run"), filepath.Join(dir, "state"), addr, https)
+	cfgPath := filepath.Join(dir, "stellar.toml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return "", nil, err
+	}
+	stop, err := start(ctx, harness.Pinned(serverCPU, bin, "--config", cfgPath), addr)
+	return addr, stop, err
+}
+
+func mustInt(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+func startNginx(ctx context.Context, work, backend string) (string, func(), error) {
+	dir := filepath.Join(work, "nginx")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	conf := fmt.Sprintf(`worker_processes 1;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  upstream backend { server %[2]s; keepalive 256; }
+  server {
+    listen %[3]s;
+    server_name %[4]s;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+    }
+  }
+}
+`, dir, backend, addr, host)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return "", nil, err
+	}
+	stop, err := start(ctx, harness.Pinned(serverCPU, "nginx", "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log")), addr)
+	return addr, stop, err
+}
+
+func startCaddy(ctx context.Context, work, backend string) (string, func(), error) {
+	dir := filepath.Join(work, "caddy")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	conf := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tstorage file_system %s\n}\nhttp://%s {\n\treverse_proxy %s\n}\n", dir, addr, backend)
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return "", nil, err
+	}
+	cmd := harness.Pinned(serverCPU, "caddy", "run", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	stop, err := start(ctx, cmd, addr)
+	return addr, stop, err
+}
+
+var (
+	rpsRE = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	p99RE = regexp.MustCompile(`(?m)^\s+99%\s+([0-9.]+)(us|ms|s)\s*$`)
+)
+
+// wrk runs wrk against addr and returns requests/s and p99 in ms.
+func wrk(ctx context.Context, addr string, d time.Duration) (rps, p99 float64, err error) {
+	cmd := harness.Pinned(wrkCPU, "wrk", "-t1", fmt.Sprintf("-c%d", connections), fmt.Sprintf("-d%ds", int(d.Seconds())),
+		"--latency", "-H", "Host: "+host, "http://"+addr+"/")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	return parseWrk(string(out))
+}
+
+func parseWrk(out string) (rps, p99 float64, err error) {
+	m := rpsRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, 0, fmt.Errorf("no Requests/sec in wrk output:\n%s", out)
+	}
+	rps, _ = strconv.ParseFloat(m[1], 64)
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if pm := p99RE.FindStringSubmatch(sc.Text()); pm != nil {
+			v, _ := strconv.ParseFloat(pm[1], 64)
+			switch pm[2] {
+			case "us":
+				v /= 1000
+			case "s":
+				v *= 1000
+			}
+			p99 = v
+		}
+	}
+	if strings.Contains(out, "Non-2xx or 3xx responses") {
+		return rps, p99, fmt.Errorf("wrk saw error responses:\n%s", out)
+	}
+	return rps, p99, nil
+}
