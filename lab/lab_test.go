@@ -387,3 +387,32 @@ func TestInstallDeb(t *testing.T) {
 		t.Fatalf("second up: %v", err)
 	}
 }
+
+// TestStellarDeb installs a real Stellar .deb (STELLAR_LAB_DEB=path) on three
+// nodes and checks that stellar.target comes up everywhere.
+func TestStellarDeb(t *testing.T) {
+	deb := os.Getenv("STELLAR_LAB_DEB")
+	if deb == "" {
+		t.Skip("set STELLAR_LAB_DEB=dist/stellar_<version>_amd64.deb to install a real Stellar .deb in the lab")
+	}
+	needLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	l := newLab(t)
+	if err := l.Up(ctx, lab.UpOptions{Nodes: 3, Deb: deb}); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	st, err := l.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.Stellar != "active" {
+			failed, _ := l.Output(ctx, s.Name, "systemctl", "--failed", "--no-legend")
+			t.Errorf("%s: stellar.target is %q; failed units: %s", s.Name, s.Stellar, failed)
+		}
+		if s.System != "running" {
+			t.Errorf("%s: system is %q", s.Name, s.System)
+		}
+	}
+}
