@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"stellar.dev/bench/dns"
 	"stellar.dev/bench/footprint"
 	"stellar.dev/bench/harness"
 	"stellar.dev/bench/netd"
@@ -14,6 +15,8 @@ func All() []harness.Benchmark {
 	return []harness.Benchmark{
 		footprint.Benchmark,
 		netd.Benchmark,
+		netd.DataPath,
 		proxy.Benchmark,
+		dns.Benchmark,
 	}
 }
