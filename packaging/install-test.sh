@@ -206,11 +206,30 @@ for s in $SERVICES; do
 	info "$s: $(x sh -c "grep -E '^(Uid|CapEff|Seccomp|NoNewPrivs):' /proc/$pid/status | tr -s '\t ' ' ' | tr '\n' ' '" </dev/null)"
 done
 
-# --- socket activation --------------------------------------------------------------------
-if ! x ip -4 addr show dev lo </dev/null | grep -q "inet $DNS/"; then
-	info "$DNS is not on lo (stellar-netd puts it there); the test adds it in the node"
+# --- stellar-netd's host networking (inside its sandbox) ---------------------------------------
+# A lone node claims its subnet after netd's grace period (30 s).
+for _ in $(seq 60); do
+	x ip -4 addr show dev lo </dev/null | grep -q "inet $DNS/" && break
+	sleep 1
+done
+if x ip -4 addr show dev lo </dev/null | grep -q "inet $DNS/"; then
+	pass "stellar-netd put $DNS on lo"
+	br=$(x ip -4 -br addr show dev stellar0 </dev/null 2>/dev/null | tr -s ' ')
+	[ -n "$br" ] && pass "stellar-netd made the bridge: $br" || fail "stellar-netd: no bridge stellar0"
+	c=$(x sh -c 'ls /etc/cni/net.d/' </dev/null 2>/dev/null | tr '\n' ' ')
+	[ -n "$c" ] && pass "stellar-netd wrote the CNI config: /etc/cni/net.d/$c" || fail "stellar-netd: no CNI config in /etc/cni/net.d"
+	t=$(x nft list tables </dev/null 2>/dev/null | grep -c stellar)
+	[ "$t" -ge 1 ] && pass "stellar-netd's nftables table present" || fail "stellar-netd: no nftables table"
+	[ "$(x cat /proc/sys/net/ipv4/ip_forward </dev/null)" = 1 ] && pass "IPv4 forwarding on" || fail "IPv4 forwarding off"
+	netd_made=yes
+else
+	fail "stellar-netd did not put $DNS on lo within 60 s; the test adds it to go on"
+	x journalctl -u stellar-netd.service -n 10 --no-pager </dev/null | sed 's/^/     /'
 	xq ip addr add $DNS/32 dev lo
+	netd_made=""
 fi
+
+# --- socket activation --------------------------------------------------------------------
 dnsq() { # [dig options...] -> prints rcode or nothing
 	x dig +tries=1 +time=3 "$@" @$DNS </dev/null 2>/dev/null | sed -n 's/.*status: \([A-Z]*\).*/\1/p' | head -1
 }
@@ -236,8 +255,14 @@ fi
 x systemctl stop stellar-gossip.service </dev/null 2>/dev/null
 code=$(x curl -s -o /dev/null -w '%{http_code}' --max-time 20 --unix-socket /run/stellar/gossip.sock http://gossip/v1/health </dev/null)
 st=$(x systemctl is-active stellar-gossip.service </dev/null)
-[ "$code" = 200 ] && [ "$st" = active ] && pass "stopped stellar-gossip started again by a connection to gossip.sock (HTTP $code)" \
+[ "$code" != 000 ] && [ "$st" = active ] && pass "stopped stellar-gossip started again by a connection to gossip.sock (first answer: HTTP $code)" \
 	|| fail "connection to gossip.sock after stop: HTTP $code, service $st"
+for _ in $(seq 40); do
+	[ "$code" = 200 ] && break
+	sleep 0.5
+	code=$(x curl -s -o /dev/null -w '%{http_code}' --max-time 5 --unix-socket /run/stellar/gossip.sock http://gossip/v1/health </dev/null)
+done
+[ "$code" = 200 ] && pass "stellar-gossip healthy again after activation" || fail "stellar-gossip after activation: health $code"
 
 # --- status and journal ---------------------------------------------------------------------
 if out=$(x systemctl status --no-pager stellar.target $(for s in $SERVICES; do echo $s.service; done) </dev/null 2>&1); then
@@ -398,10 +423,15 @@ x test -e /var/lib/stellar </dev/null && fail "after purge: /var/lib/stellar sti
 x test -e /etc/stellar </dev/null && fail "after purge: /etc/stellar still there" || pass "after purge: /etc/stellar removed"
 st=$(x dpkg-query -W -f='${db:Status-Status}' stellar </dev/null 2>/dev/null)
 [ "$st" = not-installed ] || [ -z "$st" ] && pass "after purge: dpkg knows no stellar" || fail "after purge: dpkg status $st"
-if x ip link show stellar0 </dev/null >/dev/null 2>&1; then
-	fail "after purge: bridge stellar0 still there (stellar-netd cleanup)"
+left=""
+x ip link show stellar0 </dev/null >/dev/null 2>&1 && left="$left bridge-stellar0"
+x ip -4 addr show dev lo </dev/null | grep -q "inet $DNS/" && left="$left $DNS-on-lo"
+x nft list tables </dev/null 2>/dev/null | grep -q stellar && left="$left nftables-table"
+[ -n "$(x sh -c 'ls /etc/cni/net.d/ 2>/dev/null | grep -i stellar' </dev/null)" ] && left="$left cni-config"
+if [ -z "$left" ]; then
+	pass "after purge: stellar-netd cleanup left no bridge, DNS address, nftables table or CNI config${netd_made:+ (all were there before)}"
 else
-	pass "after purge: no bridge stellar0"
+	fail "after purge, left behind:$left"
 fi
 x ls /etc/systemd/system/stellar.target.wants /etc/systemd/system/sockets.target.wants </dev/null 2>/dev/null | grep -q stellar \
 	&& fail "after purge: enablement links left" || pass "after purge: no enablement links left"
