@@ -196,15 +196,7 @@ func joinedPair(t *testing.T, a, b string) (*gossipNode, *gossipNode) {
 	bin := daemontest.Build(t, "stellar.dev/stellar-gossip")
 	g1 := startGossip(t, bin, "q1", a)
 	g2 := startGossip(t, bin, "q2", b)
-	var tok struct {
-		Token string `json:"token"`
-	}
-	if err := g1.raw.Do(context.Background(), http.MethodPost, "/v1/cluster/tokens", map[string]any{"ttl": "1h", "uses": 5}, &tok); err != nil {
-		t.Fatalf("make join token: %v", err)
-	}
-	if err := g2.raw.Do(context.Background(), http.MethodPost, "/v1/cluster/join", map[string]any{"token": tok.Token}, nil); err != nil {
-		t.Fatalf("join q2: %v", err)
-	}
+	joinCluster(t, g1, g2)
 	for _, g := range []*gossipNode{g1, g2} {
 		waitFor(t, g.name+" sees two alive members", func() bool {
 			ms, err := g.g.Members(context.Background())
@@ -321,4 +313,26 @@ func freePortOn(t *testing.T, ip string) string {
 	defer l.Close()
 	_, p, _ := net.SplitHostPort(l.Addr().String())
 	return p
+}
+
+// joinCluster joins g2 to g1's cluster with a join token. A join that
+// fails is tried again with a new token (a node that just started may not
+// take a join yet).
+func joinCluster(t *testing.T, g1, g2 *gossipNode) {
+	t.Helper()
+	var last error
+	waitFor(t, g2.name+" joins "+g1.name, func() bool {
+		var tok struct {
+			Token string `json:"token"`
+		}
+		if last = g1.raw.Do(context.Background(), http.MethodPost, "/v1/cluster/tokens", map[string]any{"ttl": "1h", "uses": 1}, &tok); last != nil {
+			return false
+		}
+		if last = g2.raw.Do(context.Background(), http.MethodPost, "/v1/cluster/join", map[string]any{"token": tok.Token}, nil); last != nil {
+			t.Logf("join %s: %v (trying again)", g2.name, last)
+			time.Sleep(500 * time.Millisecond)
+			return false
+		}
+		return true
+	})
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,15 +120,7 @@ func TestCluster_realGossip(t *testing.T) {
 	bin := daemontest.Build(t, "stellar.dev/stellar-gossip")
 	g1 := startGossip(t, bin, "p1", "127.0.6.1")
 	g2 := startGossip(t, bin, "p2", "127.0.6.2")
-	var tok struct {
-		Token string `json:"token"`
-	}
-	if err := g1.raw.Do(context.Background(), http.MethodPost, "/v1/cluster/tokens", map[string]any{"ttl": "1h", "uses": 5}, &tok); err != nil {
-		t.Fatalf("make join token: %v", err)
-	}
-	if err := g2.raw.Do(context.Background(), http.MethodPost, "/v1/cluster/join", map[string]any{"token": tok.Token}, nil); err != nil {
-		t.Fatalf("join p2: %v", err)
-	}
+	joinCluster(t, g1, g2)
 	waitFor(t, "p1 sees p2 alive", func() bool {
 		ms, err := g1.g.Members(context.Background())
 		if err != nil {
