@@ -16,6 +16,7 @@ func All() []harness.Benchmark {
 		footprint.Benchmark,
 		netd.Benchmark,
 		netd.DataPath,
+		netd.DataPath,
 		proxy.Benchmark,
 		dns.Benchmark,
 	}
