@@ -16,7 +16,6 @@ func All() []harness.Benchmark {
 		footprint.Benchmark,
 		netd.Benchmark,
 		netd.DataPath,
-		netd.DataPath,
 		proxy.Benchmark,
 		dns.Benchmark,
 	}
