@@ -257,6 +257,16 @@ func (r *reconciler) Pass(ctx context.Context) error {
 		delete(r.insts, id)
 		r.mu.Unlock()
 	}
+	// Publish what runs now, after this pass's changes.
+	if after, err := r.rt.List(ctx); err == nil {
+		local = make(map[string]containers.Container, len(after))
+		for _, c := range after {
+			local[c.ID] = c
+		}
+		r.mu.Lock()
+		r.local = local
+		r.mu.Unlock()
+	}
 	if err := r.publish(ctx, v, wants); err != nil {
 		waiting = append(waiting, "publish instances: "+describe(err))
 	}
