@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"stellar.dev/api/client"
+	"stellar.dev/api/gossipapi"
+	"stellar.dev/api/netapi"
 	"stellar.dev/daemon/daemontest"
 )
 
@@ -70,6 +73,25 @@ func TestIntegration_realGossip(t *testing.T) {
 		return subA != subB
 	})
 	t.Logf("node-a %s, node-b %s", subA, subB)
+	// Each claim is in gossip: the tag on the member and the node-owned key,
+	// as node-a's gossip sees them.
+	gcA := gossipapi.New(ga)
+	waitFor(t, 90*time.Second, "node-b's claim reaches node-a's gossip as tag and key", func() bool {
+		ms, err := gcA.Members(ctx)
+		if err != nil {
+			return false
+		}
+		tag := false
+		for _, m := range ms {
+			tag = tag || (m.Name == "node-b" && m.Subnet == subB)
+		}
+		e, err := gcA.Get(ctx, "nodes/node-b/subnet")
+		if err != nil {
+			return false
+		}
+		var c netapi.Claim
+		return tag && json.Unmarshal(e.Value, &c) == nil && c.Subnet == subB && c.Node == "node-b"
+	})
 	waitFor(t, 90*time.Second, "each node routes the other's subnet through real gossip", func() bool {
 		return strings.Contains(routeOf(t, a, subB), "via 10.77.0.2") && strings.Contains(routeOf(t, b, subA), "via 10.77.0.1")
 	})

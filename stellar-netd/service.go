@@ -65,6 +65,14 @@ type service struct {
 	hostReady  bool
 	published  *netapi.Claim
 	tagged     string
+	// selfKey and selfTag are what gossip holds for this node: when they
+	// differ from the claim (gossip lost or restored its state), netd
+	// publishes again.
+	selfKey string
+	selfTag string
+	// lastPublish is when the claim was last sent, so that a tag gossip
+	// has not shown yet is not sent again at every pass.
+	lastPublish time.Time
 }
 
 func newService(env *daemon.Env) *service {
@@ -197,9 +205,22 @@ func (s *service) syncGossip(ctx context.Context) {
 		return
 	}
 	claims := map[string]netapi.Claim{}
+	s.selfKey, s.selfTag = "", ""
+	for _, m := range ms {
+		if m.Name == s.cfg.Node.Name {
+			s.selfTag = m.Subnet
+		}
+	}
 	for _, e := range list.Entries {
 		parts := strings.Split(e.Key, "/")
-		if len(parts) != 3 || parts[2] != "subnet" || parts[1] == s.cfg.Node.Name {
+		if len(parts) != 3 || parts[2] != "subnet" {
+			continue
+		}
+		if parts[1] == s.cfg.Node.Name {
+			var c netapi.Claim
+			if json.Unmarshal(e.Value, &c) == nil {
+				s.selfKey = c.Subnet
+			}
 			continue
 		}
 		var c netapi.Claim
@@ -432,15 +453,20 @@ func countAlive(ms []gossipapi.Member, self string) int {
 func (s *service) publish(ctx context.Context, block netip.Prefix) {
 	s.mu.Lock()
 	c := netapi.Claim{Node: s.cfg.Node.Name, Subnet: block.String(), Since: s.state.Since, Allocations: s.alloc.Len()}
-	need := s.gossipOK && (s.published == nil || s.published.Subnet != c.Subnet || (s.published.Allocations > 0) != (c.Allocations > 0))
-	needTag := s.gossipOK && s.tagged != c.Subnet
+	stale := time.Since(s.lastPublish) > 30*time.Second
+	need := s.gossipOK && (s.published == nil || s.published.Subnet != c.Subnet ||
+		(s.published.Allocations > 0) != (c.Allocations > 0) || (stale && s.selfKey != c.Subnet))
+	needTag := s.gossipOK && (s.tagged != c.Subnet || (stale && s.selfTag != c.Subnet))
+	if need || needTag {
+		s.lastPublish = time.Now()
+	}
 	s.mu.Unlock()
 	if need {
 		if _, err := s.gossip.Put(ctx, "nodes/"+s.cfg.Node.Name+"/subnet", c, ""); err != nil {
 			s.log.Warn("publish subnet claim", "err", err)
 		} else {
 			s.mu.Lock()
-			s.published = &c
+			s.published, s.selfKey = &c, c.Subnet
 			s.mu.Unlock()
 		}
 	}
@@ -449,7 +475,7 @@ func (s *service) publish(ctx context.Context, block netip.Prefix) {
 			s.log.Warn("publish subnet tag", "err", err)
 		} else {
 			s.mu.Lock()
-			s.tagged = c.Subnet
+			s.tagged, s.selfTag = c.Subnet, c.Subnet
 			s.mu.Unlock()
 		}
 	}
