@@ -781,9 +781,10 @@ func TestProxy_tlsFromClusterKeys(t *testing.T) {
 	if loc != "https://t.test:"+port+"/p?q=1" {
 		t.Errorf("redirect to %q", loc)
 	}
-	if code, body := get(t, c, "http://t.test/.well-known/acme-challenge/tok123"); code != 200 || body != "tok123.thumb" {
-		t.Errorf("http-01 answer: %d %q", code, body)
-	}
+	waitFor(t, "the http-01 answer on plain HTTP (not redirected)", func() bool {
+		code, body := get(t, c, "http://t.test/.well-known/acme-challenge/tok123")
+		return code == 200 && body == "tok123.thumb"
+	})
 	for _, h2 := range []bool{true, false} {
 		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
 			tr := &http.Transport{

@@ -56,6 +56,7 @@ type Conn struct {
 	head   []byte // a head (or chunk line, or trailer) being gathered
 	remain int64  // bytes left of a body or chunk
 	out    []byte // checked bytes not yet read by the server
+	outBuf []byte // out's backing array, reused once drained
 	buf    []byte
 	err    error
 	bad    atomic.Bool
@@ -113,7 +114,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(c.buf)
 		if n > 0 {
+			c.out = c.outBuf[:0] // reuse the drained buffer
 			c.feed(c.buf[:n])
+			c.outBuf = c.out[:0]
 		}
 		if err != nil {
 			var ne net.Error
@@ -133,9 +136,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.out)
 	c.out = c.out[n:]
-	if len(c.out) == 0 {
-		c.out = nil
-	}
 	return n, nil
 }
 
@@ -188,7 +188,7 @@ func (c *Conn) feed(b []byte) {
 			c.head = append(c.head, b[:end]...)
 			b = b[end:]
 			c.checkHead()
-			c.head = nil
+			c.head = c.head[:0]
 		case stChunkSize, stChunkCRLF, stTrailer:
 			i := bytes.IndexByte(b, '\n')
 			if i < 0 {
@@ -201,39 +201,49 @@ func (c *Conn) feed(b []byte) {
 			}
 			line := append(c.head, b[:i+1]...)
 			b = b[i+1:]
-			c.head = nil
 			c.line(line)
+			if c.st != stDone {
+				c.head = line[:0]
+			}
 		}
 	}
 }
 
 // headEnd returns how many bytes of b complete the head gathered so far
-// (through the empty line), or -1.
+// (through the empty line: "\n\r\n" or "\n\n"), or -1.
 func headEnd(have, b []byte) int {
-	// Look at the tail of have joined with b for "\n\r\n" or "\n\n".
-	tail := have
-	if len(tail) > 3 {
-		tail = tail[len(tail)-3:]
+	best := -1
+	if i := bytes.Index(b, []byte("\n\r\n")); i >= 0 {
+		best = i + 3
 	}
-	joined := append(append(make([]byte, 0, len(tail)+len(b)), tail...), b...)
-	for i := 0; i < len(joined); i++ {
-		if joined[i] != '\n' {
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 && (best < 0 || i+2 < best) {
+		best = i + 2
+	}
+	// A terminator that starts in have and ends in b's first bytes.
+	var small [6]byte
+	t := len(have)
+	if t > 3 {
+		t = 3
+	}
+	k := copy(small[:], have[len(have)-t:])
+	k += copy(small[k:], b[:min(len(b), 3)])
+	j := small[:k]
+	for i := 0; i < t; i++ {
+		if j[i] != '\n' {
 			continue
 		}
-		var end int
+		end := -1
 		switch {
-		case i+1 < len(joined) && joined[i+1] == '\n':
+		case i+1 < len(j) && j[i+1] == '\n':
 			end = i + 2
-		case i+2 < len(joined) && joined[i+1] == '\r' && joined[i+2] == '\n':
+		case i+2 < len(j) && j[i+1] == '\r' && j[i+2] == '\n':
 			end = i + 3
-		default:
-			continue
 		}
-		if end-len(tail) > 0 {
-			return end - len(tail)
+		if end > t && (best < 0 || end-t < best) {
+			return end - t
 		}
 	}
-	return -1
+	return best
 }
 
 func (c *Conn) fail(reason string) {

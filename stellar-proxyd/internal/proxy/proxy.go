@@ -315,21 +315,26 @@ func (lp *livePool) hasAvailable(now int64, usable func(*backend) bool) bool {
 }
 
 func (lp *livePool) choose(balance string, now int64, usable func(*backend) bool) *backend {
-	n := len(lp.backends)
-	if n == 0 {
+	var buf [16]*backend
+	avail := buf[:0]
+	for _, b := range lp.backends {
+		if b.available(now) && usable(b) {
+			avail = append(avail, b)
+		}
+	}
+	if len(avail) == 0 {
 		return nil
 	}
-	start := int(lp.rr.Add(1) % uint64(n))
-	var best *backend
-	for i := 0; i < n; i++ {
-		b := lp.backends[(start+i)%n]
-		if !b.available(now) || !usable(b) {
-			continue
-		}
-		if balance != proxyapi.BalanceLeastConn {
-			return b
-		}
-		if best == nil || b.active.Load() < best.active.Load() {
+	// Round robin over the available backends, so the one after a down
+	// backend does not get its share too.
+	start := int(lp.rr.Add(1) % uint64(len(avail)))
+	if balance != proxyapi.BalanceLeastConn {
+		return avail[start]
+	}
+	best := avail[start]
+	for i := 1; i < len(avail); i++ {
+		b := avail[(start+i)%len(avail)]
+		if b.active.Load() < best.active.Load() {
 			best = b
 		}
 	}
