@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+
+	"stellar.dev/api/gossipapi"
+	"stellar.dev/stellar-proxyd/internal/guard"
+	"stellar.dev/stellar-proxyd/internal/route"
+)
+
+// BenchmarkProxy_get measures one proxied GET end to end on loopback
+// (client, guard, proxy, backend in one process): for allocations and
+// profiles, not for throughput claims.
+func BenchmarkProxy_get(b *testing.B) {
+	bl, _ := net.Listen("tcp", "127.0.0.1:0")
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	go backend.Serve(bl)
+	defer backend.Close()
+	host, port, _ := net.SplitHostPort(bl.Addr().String())
+	tab, _ := route.Build([]gossipapi.Entry{
+		{Key: "apps/b", Value: []byte(`{"name":"b","services":[{"name":"web","endpoints":[{"host":"b.test","port":` + port + `}]}]}`)},
+		{Key: "nodes/n/instances/b/web/0", Value: []byte(`{"ip":"` + host + `"}`)},
+	}, route.DefaultDefaults(1e9))
+	p := New(DefaultConfig(), slog.New(slog.DiscardHandler), nil)
+	p.Update(tab, Extras{})
+	pl, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := &http.Server{Handler: p, ConnContext: guard.WithConn}
+	go srv.Serve(guard.Listener{Listener: pl})
+	defer srv.Close()
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	url := "http://" + pl.Addr().String() + "/"
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodGet, url, nil)
+			req.Host = "b.test"
+			resp, err := c.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
