@@ -575,6 +575,26 @@ func TestProxy_smugglingCorpus(t *testing.T) {
 	}
 }
 
+func TestProxy_slowHeadIsCut(t *testing.T) {
+	n := startNode(t)
+	conn, err := net.Dial("tcp", n.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: s.test\r\nX-Slow: ")
+	conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+	_, err = io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection with an unfinished head still open after %s", time.Since(start))
+	}
+	t.Logf("connection cut %s after the partial head", time.Since(start))
+	if d := time.Since(start); d < readHeaderTimeout {
+		t.Errorf("cut after %s, before the header timeout %s", d, readHeaderTimeout)
+	}
+}
+
 // startActivated starts proxyd with the API, HTTP and HTTPS sockets passed
 // the systemd way, from files the test keeps open across restarts.
 type activated struct {
