@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,6 +56,7 @@ Commands:
         Build (or find) the cached node rootfs and print its path.
 
 State: /run/stellar-lab   Disks: /var/lib/stellar-lab/nodes   Cache: /var/cache/stellar-lab
+STELLAR_LAB_NAME=NAME drives the lab NAME instead (/run/NAME, namespaces NAME-*).
 `
 
 func main() {
@@ -86,6 +88,9 @@ type exitCode int
 
 func (e exitCode) Error() string { return "exit code " + strconv.Itoa(int(e)) }
 
+// labName is what STELLAR_LAB_NAME may be: it names namespaces and /run, /var/lib directories.
+var labName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,23}$`)
+
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
@@ -110,6 +115,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	l := lab.New(log)
+	if name := os.Getenv("STELLAR_LAB_NAME"); name != "" && name != lab.DefaultName {
+		if !labName.MatchString(name) {
+			return fmt.Errorf("STELLAR_LAB_NAME %q: want a-z, 0-9 and '-', starting with a letter, at most 24 characters", name)
+		}
+		// Another lab, e.g. the end-to-end tests' stellar-e2e left up with STELLAR_E2E_KEEP=1.
+		l = lab.NewNamed(name, log)
+	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "up":
