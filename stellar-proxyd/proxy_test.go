@@ -9,9 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -319,7 +317,6 @@ type load struct {
 	slowest    atomic.Int64 // ns
 	mu         sync.Mutex
 	errs       []string
-	byBackend  sync.Map
 	wg         sync.WaitGroup
 	stop       chan struct{}
 }
@@ -363,8 +360,6 @@ func startLoad(c *http.Client, url string, workers int) *load {
 					continue
 				}
 				l.ok.Add(1)
-				v, _ := l.byBackend.LoadOrStore(resp.Header.Get("X-Backend"), new(atomic.Int64))
-				v.(*atomic.Int64).Add(1)
 			}
 		}()
 	}
@@ -374,14 +369,6 @@ func startLoad(c *http.Client, url string, workers int) *load {
 func (l *load) finish() {
 	close(l.stop)
 	l.wg.Wait()
-}
-
-func (l *load) hits(name string) int64 {
-	v, ok := l.byBackend.Load(name)
-	if !ok {
-		return 0
-	}
-	return v.(*atomic.Int64).Load()
 }
 
 func TestProxy_healthFailoverUnderLoad(t *testing.T) {
@@ -842,6 +829,3 @@ func TestProxy_tlsFromClusterKeys(t *testing.T) {
 		}
 	})
 }
-
-var _ = errors.New
-var _ = json.Marshal
