@@ -59,7 +59,7 @@ func (o Outcome) String() string { return outcomeNames[o] }
 // Handler answers DNS messages.
 type Handler struct {
 	origin string
-	zone   atomic.Pointer[zone.Zone]
+	zone   atomic.Pointer[zoneState]
 	fwd    atomic.Pointer[fwdBox]
 	log    *slog.Logger
 	counts [2][NumOutcomes]atomic.Uint64 // [tcp][outcome]
@@ -89,10 +89,15 @@ func NewHandler(origin string, fwd Forwarder, log *slog.Logger) *Handler {
 }
 
 // SetZone swaps in a new zone.
-func (h *Handler) SetZone(z *zone.Zone) { h.zone.Store(z) }
+func (h *Handler) SetZone(z *zone.Zone) { h.zone.Store(&zoneState{z: z}) }
 
 // Zone returns the zone answered from, nil before the first sync.
-func (h *Handler) Zone() *zone.Zone { return h.zone.Load() }
+func (h *Handler) Zone() *zone.Zone {
+	if st := h.zone.Load(); st != nil {
+		return st.z
+	}
+	return nil
+}
 
 // SetForwarder swaps the forwarder (after a reload).
 func (h *Handler) SetForwarder(f Forwarder) { h.fwd.Store(&fwdBox{f}) }
@@ -129,6 +134,14 @@ func (h *Handler) Handle(raw []byte, tcp bool) ([]byte, *Pending) {
 func (h *Handler) handle(raw []byte, tcp bool) ([]byte, *Pending, Outcome) {
 	if len(raw) < 12 {
 		return nil, nil, OutDropped // not even a header
+	}
+	st := h.zone.Load()
+	var keyBuf [300]byte
+	fq, fast := parseFast(raw, tcp, keyBuf[:])
+	if fast && st != nil {
+		if v, ok := st.cache.Load(string(fq.key)); ok {
+			return v.(*cachedAnswer).answer(raw, fq), nil, OutZone
+		}
 	}
 	id := binary.BigEndian.Uint16(raw)
 	flags := binary.BigEndian.Uint16(raw[2:])
@@ -184,23 +197,40 @@ func (h *Handler) handle(raw []byte, tcp bool) ([]byte, *Pending, Outcome) {
 		return h.reply(q, dns.RcodeRefused), nil, OutRefused
 	}
 	qname := strings.ToLower(question.Name)
-	z := h.zone.Load()
-	if z == nil {
+	if st == nil {
 		if dns.IsSubDomain(h.origin, qname) {
 			// Not synced yet: never a cacheable NXDOMAIN.
 			return h.reply(q, dns.RcodeServerFailure), nil, OutServfail
 		}
 		return nil, q, OutForward
 	}
-	res := z.Lookup(qname, question.Qtype)
+	res := st.z.Lookup(qname, question.Qtype)
 	if res.Forward {
 		return nil, q, OutForward
 	}
-	m := h.newReply(q, res.Rcode)
-	m.Authoritative = res.Authoritative
-	m.Answer = h.rotate(res.Answer)
-	m.Ns = res.Ns
-	return h.finish(q, m), nil, OutZone
+	if !fast {
+		m := h.newReply(q, res.Rcode)
+		m.Authoritative = res.Authoritative
+		m.Answer = h.rotate(res.Answer)
+		m.Ns = res.Ns
+		return h.finish(q, m), nil, OutZone
+	}
+	// Pack every rotation once and keep them for the next askers.
+	orders := rotationsOf(res.Answer)
+	variants := make([][]byte, len(orders))
+	for i, ans := range orders {
+		m := h.newReply(q, res.Rcode)
+		m.Authoritative = res.Authoritative
+		m.Answer = ans
+		m.Ns = res.Ns
+		variants[i] = h.finish(q, m)
+		if variants[i] == nil {
+			return nil, nil, OutDropped
+		}
+	}
+	ca := &cachedAnswer{variants: variants}
+	st.store(fq.key, variants)
+	return ca.answer(raw, fq), nil, OutZone
 }
 
 // rotate turns the answer so successive queries start at a different

@@ -345,7 +345,16 @@ func FuzzHandle(f *testing.F) {
 	up := new(dns.Msg)
 	h := NewHandler("stellar.", &fakeForwarder{answer: up}, quiet())
 	h.SetZone(testZone(f, 40))
+	one := NewHandler("stellar.", nil, quiet())
+	one.SetZone(testZone(f, 1))
 	f.Fuzz(func(t *testing.T, raw []byte, tcp bool) {
+		// A cached answer is byte for byte the computed one (no rotation
+		// with one instance).
+		first, _ := one.Handle(raw, tcp)
+		second, _ := one.Handle(raw, tcp)
+		if string(first) != string(second) {
+			t.Fatalf("cached answer differs:\n%x\n%x", first, second)
+		}
 		out, p := h.Handle(raw, tcp)
 		if p != nil {
 			out = h.Forward(context.Background(), p)
@@ -364,4 +373,27 @@ func FuzzHandle(f *testing.F) {
 			t.Fatalf("UDP answer of %d bytes", len(out))
 		}
 	})
+}
+
+func TestHandler_cachedAnswerKeepsTheAskersIDCaseAndFlags(t *testing.T) {
+	h := NewHandler("stellar.", nil, quiet())
+	h.SetZone(testZone(t, 1))
+	for i, name := range []string{"web.example.stellar.", "WeB.ExAmPlE.StElLaR.", "web.example.stellar."} {
+		q := query(name, dns.TypeA)
+		q.Id = uint16(1000 + i)
+		q.RecursionDesired = i%2 == 0
+		q.CheckingDisabled = i == 1
+		m := answer(t, h, packed(t, q), false)
+		if m.Id != q.Id || m.Question[0].Name != name || m.RecursionDesired != q.RecursionDesired || m.CheckingDisabled != q.CheckingDisabled {
+			t.Fatalf("query %d: id %d name %s rd %v cd %v", i, m.Id, m.Question[0].Name, m.RecursionDesired, m.CheckingDisabled)
+		}
+		if len(m.Answer) != 1 || !m.Authoritative {
+			t.Fatalf("query %d: %v", i, m)
+		}
+	}
+	// A new zone drops the cached answers.
+	h.SetZone(testZone(t, 2))
+	if m := answer(t, h, packed(t, query("web.example.stellar.", dns.TypeA)), false); len(m.Answer) != 2 {
+		t.Fatalf("after a new zone: %d answers, want 2", len(m.Answer))
+	}
 }
