@@ -829,3 +829,48 @@ func TestProxy_tlsFromClusterKeys(t *testing.T) {
 		}
 	})
 }
+
+// TestProxy_servesCachedRoutesWithoutGossip restarts proxyd while
+// stellar-gossip is down: the routes come from its state cache.
+func TestProxy_servesCachedRoutesWithoutGossip(t *testing.T) {
+	dir := tempDir(t)
+	g := startGossip(t, daemontest.Build(t, "stellar.dev/stellar-gossip"), "n1", nextIP())
+	if err := os.Symlink(filepath.Join(g.dir, "run", "gossip.sock"), filepath.Join(dir, "run", "gossip.sock")); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := freePort(t)
+	a := newActivated(t, dir, httpAddr)
+	a.start(t)
+	api := proxyapi.New(client.Unix("stellar-proxyd", filepath.Join(dir, "run", "proxyd.sock")).WithTimeout(5 * time.Second))
+	b := startBackend(t, "cached", "127.0.0.70")
+	g.putJSON("apps/k", appSpec("k", "k.test", "", false, nil))
+	putInstance(g, "k", 0, b.ip(), b.port())
+	c := clientTo(httpAddr)
+	waitFor(t, "route k.test", func() bool {
+		resp, err := c.Get("http://k.test/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	waitFor(t, "the state cache holds the route", func() bool {
+		raw, err := os.ReadFile(filepath.Join(dir, "state", "proxyd", "state.json"))
+		return err == nil && strings.Contains(string(raw), "nodes/n1/instances/k/web/0")
+	})
+	g.cmd.Process.Kill()
+	<-g.done
+	a.stop(t)
+	a.start(t)
+	waitFor(t, "proxyd answers its API", func() bool {
+		_, err := api.Status(context.Background())
+		return err == nil
+	})
+	st, _ := api.Status(context.Background())
+	if st.Synced {
+		t.Error("status says synced with stellar-gossip down")
+	}
+	if code, body := get(t, c, "http://k.test/"); code != 200 || !strings.HasPrefix(body, "cached ") {
+		t.Errorf("with gossip down after a restart: %d %q", code, body)
+	}
+}
