@@ -821,6 +821,21 @@ func TestProxy_tlsFromClusterKeys(t *testing.T) {
 			}
 		})
 	}
+	t.Run("certificate from files after SIGHUP", func(t *testing.T) {
+		crt, key := selfSigned(t, "file.test")
+		dir := filepath.Join(n.d.Dir, "state", "proxyd", "certs")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "file.test.key"), []byte(key), 0o600)
+		os.WriteFile(filepath.Join(dir, "file.test.crt"), []byte(crt), 0o644)
+		n.d.Signal(t, syscall.SIGHUP)
+		waitFor(t, "file.test served from its file", func() bool {
+			c, err := servedCert(n.https, "file.test")
+			return err == nil && c.Subject.CommonName == "file.test"
+		})
+	})
+
 	t.Run("unknown sni", func(t *testing.T) {
 		conn, err := tls.Dial("tcp", n.https, &tls.Config{ServerName: "other.test", InsecureSkipVerify: true})
 		if err == nil {
