@@ -8,8 +8,8 @@
 # journald fields, restart of dnsd under queries, the watchdog, reload, remove
 # and purge. Prints PASS/FAIL/SKIP per step and "N passed, N failed" at the end.
 #
-# The test needs the lab to itself: if nodes are already up (someone else's
-# lab), it refuses to touch them unless LAB_TAKEOVER=1 (the default under CI,
+# The test needs the lab to itself: if nodes are already up or their disks
+# are kept (someone else's lab), it refuses to touch them unless LAB_TAKEOVER=1 (the default under CI,
 # where a lab left by an earlier step is taken down). It takes down only a lab
 # it brought up itself (KEEP=1 leaves the node up for a look).
 #   DEB=PATH          the package (default: dist/stellar_$(cat VERSION)_amd64.deb)
@@ -47,12 +47,14 @@ finish() {
 case "$DRIVER" in
 lab)
 	[ -x "$LAB" ] || { echo "install-test.sh: $LAB missing: run 'make build' first"; exit 1; }
-	if [ -n "$("$LAB" status 2>/dev/null | tail -n +2 | grep -v '^[[:space:]]*$')" ]; then
+	# nodes up, or disks kept by `stellar-lab down --keep-disks`: someone's lab
+	if [ -n "$("$LAB" status 2>/dev/null | tail -n +2 | grep -v '^[[:space:]]*$')" ] \
+		|| [ -n "$(ls -A /var/lib/stellar-lab/nodes 2>/dev/null)" ]; then
 		if [ "${LAB_TAKEOVER:-${CI:-}}" = 1 ] || [ "${LAB_TAKEOVER:-${CI:-}}" = true ]; then
 			echo "== the lab is up: taking it down first (LAB_TAKEOVER/CI)"
 			"$LAB" down >/dev/null 2>&1
 		else
-			echo "install-test.sh: the lab is in use (stellar-lab status lists nodes); not touching it."
+			echo "install-test.sh: the lab is in use (nodes up or kept disks); not touching it."
 			echo "  Run it again when the lab is down, with LAB_TAKEOVER=1 to take it over,"
 			echo "  or with DRIVER=nspawn to use a private node."
 			exit 1
