@@ -5,6 +5,7 @@ package bench
 import (
 	"stellar.dev/bench/dns"
 	"stellar.dev/bench/footprint"
+	"stellar.dev/bench/gossip"
 	"stellar.dev/bench/harness"
 	"stellar.dev/bench/netd"
 	"stellar.dev/bench/proxy"
@@ -18,5 +19,6 @@ func All() []harness.Benchmark {
 		netd.DataPath,
 		proxy.Benchmark,
 		dns.Benchmark,
+		gossip.Benchmark,
 	}
 }

@@ -19,18 +19,18 @@ import (
 
 // routes registers the local API on gossip.sock.
 func (s *service) routes(mux *http.ServeMux) {
-	mux.Handle("GET /v1/members", httpapi.Handle(s.handleMembers))
-	mux.Handle("GET /v1/state", httpapi.Handle(s.handleList))
-	mux.Handle("GET /v1/state/{key...}", httpapi.Handle(s.handleGet))
-	mux.Handle("PUT /v1/state/{key...}", httpapi.Handle(s.handlePut))
-	mux.Handle("DELETE /v1/state/{key...}", httpapi.Handle(s.handleDelete))
-	mux.Handle("GET /v1/watch", httpapi.Handle(s.handleWatch))
-	mux.Handle("PUT /v1/tags/subnet", httpapi.Handle(s.handleSubnet))
-	mux.Handle("GET /v1/cluster/info", httpapi.Handle(s.handleInfo))
-	mux.Handle("POST /v1/cluster/leave", httpapi.Handle(s.handleLeave))
-	mux.Handle("POST /v1/cluster/remove/{node}", httpapi.Handle(s.handleRemove))
-	mux.Handle("GET /v1/cluster/backup", httpapi.Handle(s.handleBackup))
-	mux.Handle("POST /v1/cluster/restore", httpapi.Handle(s.handleRestore))
+	mux.Handle("GET /v1/members", s.guard(s.handleMembers))
+	mux.Handle("GET /v1/state", s.guard(s.handleList))
+	mux.Handle("GET /v1/state/{key...}", s.guard(s.handleGet))
+	mux.Handle("PUT /v1/state/{key...}", s.guard(s.handlePut))
+	mux.Handle("DELETE /v1/state/{key...}", s.guard(s.handleDelete))
+	mux.Handle("GET /v1/watch", s.guard(s.handleWatch))
+	mux.Handle("PUT /v1/tags/subnet", s.guard(s.handleSubnet))
+	mux.Handle("GET /v1/cluster/info", s.guard(s.handleInfo))
+	mux.Handle("POST /v1/cluster/leave", s.guard(s.handleLeave))
+	mux.Handle("POST /v1/cluster/remove/{node}", s.guard(s.handleRemove))
+	mux.Handle("GET /v1/cluster/backup", s.guard(s.handleBackup))
+	mux.Handle("POST /v1/cluster/restore", s.guard(s.handleRestore))
 	s.clusterRoutes(mux)
 }
 

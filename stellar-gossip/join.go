@@ -83,13 +83,13 @@ func hashSecret(b []byte) string {
 
 // clusterRoutes registers the operator calls of sctl cluster.
 func (s *service) clusterRoutes(mux *http.ServeMux) {
-	mux.Handle("POST /v1/cluster/tokens", httpapi.Handle(s.handleTokenCreate))
-	mux.Handle("GET /v1/cluster/tokens", httpapi.Handle(s.handleTokenList))
-	mux.Handle("DELETE /v1/cluster/tokens/{id}", httpapi.Handle(s.handleTokenRevoke))
-	mux.Handle("POST /v1/cluster/join", httpapi.Handle(s.handleJoin))
-	mux.Handle("GET /v1/cluster/keys", httpapi.Handle(s.handleKeys))
-	mux.Handle("POST /v1/cluster/keys/{op}", httpapi.Handle(s.handleKeyOp))
-	mux.Handle("POST /v1/cluster/certs", httpapi.Handle(s.handleCertCreate))
+	mux.Handle("POST /v1/cluster/tokens", s.guard(s.handleTokenCreate))
+	mux.Handle("GET /v1/cluster/tokens", s.guard(s.handleTokenList))
+	mux.Handle("DELETE /v1/cluster/tokens/{id}", s.guard(s.handleTokenRevoke))
+	mux.Handle("POST /v1/cluster/join", s.guard(s.handleJoin))
+	mux.Handle("GET /v1/cluster/keys", s.guard(s.handleKeys))
+	mux.Handle("POST /v1/cluster/keys/{op}", s.guard(s.handleKeyOp))
+	mux.Handle("POST /v1/cluster/certs", s.guard(s.handleCertCreate))
 }
 
 // TokenRequest is the body of POST /v1/cluster/tokens.

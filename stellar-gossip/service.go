@@ -12,13 +12,16 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
 	"stellar.dev/api"
+	"stellar.dev/api/errdefs"
 	"stellar.dev/api/gossipapi"
+	"stellar.dev/daemon/httpapi"
 	"stellar.dev/daemon"
 	"stellar.dev/daemon/config"
 	"stellar.dev/daemon/metrics"
@@ -58,6 +61,10 @@ type service struct {
 	peerAddr string // advertised peer API host:port
 	serfAddr string // advertised serf host:port
 	syncNow  chan string
+
+	// up is set once the store, the keys and serf are ready; until then
+	// the API answers 503.
+	up atomic.Bool
 
 	mPush, mPull, mSync, mSyncErr *metrics.Counter
 	mKeys                         *metrics.Gauge
@@ -141,6 +148,7 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 	if err := s.publishFacts(); err != nil {
 		s.log.Warn("publish node facts", "err", err)
 	}
+	s.up.Store(true)
 	ready()
 
 	var wg sync.WaitGroup
@@ -155,13 +163,23 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 
 // Health fails while the store cannot be read.
 func (s *service) Health(ctx context.Context) error {
-	if s.st == nil {
-		return fmt.Errorf("state not open yet")
+	if !s.up.Load() {
+		return fmt.Errorf("starting: state, keys and serf not ready yet")
 	}
 	if _, _, err := s.st.List("nodes/" + s.cfg.Node.Name + "/facts"); err != nil {
 		return fmt.Errorf("read state: %w", err)
 	}
 	return nil
+}
+
+// guard answers 503 until the service is up, then runs h.
+func (s *service) guard(h httpapi.HandlerFunc) http.Handler {
+	return httpapi.Handle(func(w http.ResponseWriter, r *http.Request) error {
+		if !s.up.Load() {
+			return errdefs.New(errdefs.ErrUnavailable, "stellar-gossip is starting: try again in a moment")
+		}
+		return h(w, r)
+	})
 }
 
 // advertisedPeer turns the peer listener's address into one peers can dial.
