@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -75,6 +76,8 @@ func (p *proc) stop() {
 	}
 }
 
+var harnesses atomic.Int32
+
 type harness struct {
 	t       *testing.T
 	dir     string
@@ -90,6 +93,8 @@ type harness struct {
 	g       *gossipapi.Client
 	busybox string
 	httpd   string
+	netns   string // when set, gossip, netd and appd run in this network namespace
+	netd    *proc
 }
 
 func eventually(t *testing.T, within time.Duration, what string, f func() error) {
@@ -107,7 +112,20 @@ func eventually(t *testing.T, within time.Duration, what string, f func() error)
 	}
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessIn(t, "") }
+
+// inNS returns argv run inside the harness's network namespace.
+func (h *harness) inNS(bin string, args ...string) (string, []string) {
+	if h.netns == "" {
+		return bin, args
+	}
+	// nsenter enters only the network namespace: "ip netns exec" would also
+	// give the daemon a private mount namespace, hiding the namespaces it
+	// pins under /run/netns from containerd and runc.
+	return "nsenter", append([]string{"--net=/run/netns/" + h.netns, "--", bin}, args...)
+}
+
+func newHarnessIn(t *testing.T, netns string) *harness {
 	if os.Geteuid() != 0 {
 		t.Skip("stellar-appd integration runs containerd and runc: needs root: SKIPPED (run as root, as CI does)")
 	}
@@ -120,7 +138,11 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, dir: dir, ns: fmt.Sprintf("stellar-it-%d", os.Getpid())}
+	h := &harness{t: t, dir: dir, ns: fmt.Sprintf("stellar-it-%d-%d", os.Getpid(), harnesses.Add(1)), netns: netns}
+	extra := ""
+	if netns != "" {
+		extra = h.networkConfig(dir)
+	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	h.busybox, h.httpd, err = testimages.Build(context.Background(), filepath.Join(dir, "images"), testimages.Options{})
 	if err != nil {
@@ -143,11 +165,13 @@ peer_api = "127.0.0.1:0"
 [apps]
 containerd = %q
 namespace = %q
-`, run, filepath.Join(dir, "state"), h.ctdSock, h.ns)
+%s
+`, run, filepath.Join(dir, "state"), h.ctdSock, h.ns, extra)
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h.gossip = startProc(t, gossipBin, "--config", h.cfg)
+	bin, args := h.inNS(gossipBin, "--config", h.cfg)
+	h.gossip = startProc(t, bin, args...)
 	h.g = gossipapi.New(client.Unix("stellar-gossip", filepath.Join(run, "gossip.sock")).WithTimeout(10 * time.Second))
 	t.Cleanup(func() {
 		h.gossip.kill()
@@ -189,7 +213,8 @@ func tail(s string, n int) string {
 }
 
 func (h *harness) startAppd() {
-	h.appd = startProc(h.t, h.appdBin, "--config", h.cfg)
+	bin, args := h.inNS(h.appdBin, "--config", h.cfg)
+	h.appd = startProc(h.t, bin, args...)
 	eventually(h.t, 60*time.Second, "appd serves", func() error {
 		_, err := h.api.List(context.Background())
 		return err

@@ -18,6 +18,7 @@ import (
 	"stellar.dev/api/errdefs"
 	"stellar.dev/stellar-appd/internal/containers"
 	"stellar.dev/stellar-appd/internal/logdriver"
+	"stellar.dev/stellar-appd/internal/network"
 	"stellar.dev/stellar-appd/internal/placement"
 )
 
@@ -31,6 +32,13 @@ type runtime interface {
 	Remove(ctx context.Context, id string, grace time.Duration) error
 	SetLabel(ctx context.Context, id, key, value string) error
 	PrepareImage(ctx context.Context, ref string) error
+}
+
+// networker attaches instances to the node's container network
+// (network.Network has it).
+type networker interface {
+	Setup(ctx context.Context, id, app string, ports []appapi.Port) (network.Attachment, error)
+	Teardown(ctx context.Context, id, app string, ports []appapi.Port) error
 }
 
 // prober runs an instance's health check once.
@@ -75,6 +83,7 @@ type reconciler struct {
 	st    store
 	rt    runtime
 	probe prober
+	net   networker // nil: network: true instances get an empty namespace
 	log   *slog.Logger
 
 	clock *memberClock
@@ -227,7 +236,7 @@ func (r *reconciler) Pass(ctx context.Context) error {
 					r.log.Warn("update blocked", "container", id, "err", err)
 				} else {
 					r.log.Info("updating instance", "app", w.app.Spec.Name, "service", w.svc.Name, "index", w.index)
-					if err := r.rt.Remove(ctx, id, r.cfg.StopGrace); err != nil {
+					if err := r.remove(ctx, c, w.svc.Ports); err != nil {
 						r.log.Warn("remove instance for update", "container", id, "err", err)
 						continue
 					}
@@ -249,7 +258,7 @@ func (r *reconciler) Pass(ctx context.Context) error {
 			continue
 		}
 		r.log.Info("removing instance", "container", id, "app", c.Labels[containers.LabelApp])
-		if err := r.rt.Remove(ctx, id, r.cfg.StopGrace); err != nil {
+		if err := r.remove(ctx, c, nil); err != nil {
 			r.log.Warn("remove instance", "container", id, "err", err)
 			continue
 		}
@@ -271,6 +280,20 @@ func (r *reconciler) Pass(ctx context.Context) error {
 		waiting = append(waiting, "publish instances: "+describe(err))
 	}
 	r.setWaiting(waiting)
+	return nil
+}
+
+// remove deletes a container with its snapshot, then its network
+// attachment (its IP goes back to netd).
+func (r *reconciler) remove(ctx context.Context, c containers.Container, ports []appapi.Port) error {
+	if err := r.rt.Remove(ctx, c.ID, r.cfg.StopGrace); err != nil {
+		return err
+	}
+	if c.Labels[containers.LabelNetwork] == "cni" && r.net != nil {
+		if err := r.net.Teardown(ctx, c.ID, c.Labels[containers.LabelApp], ports); err != nil {
+			r.log.Warn("detach instance", "container", c.ID, "err", err)
+		}
+	}
 	return nil
 }
 
@@ -385,9 +408,27 @@ func (r *reconciler) create(ctx context.Context, v *view, w want, now time.Time)
 	svc := *w.svc
 	svc.Process.Env = append([]string{"STELLAR_APP=" + w.app.Spec.Name, "STELLAR_SERVICE=" + w.svc.Name, "STELLAR_INSTANCE=" + name, "STELLAR_NODE=" + r.cfg.Node}, w.svc.Process.Env...)
 	spec := containers.Spec{ID: id, Hostname: name, Service: svc, Labels: labels, HostNetwork: !w.svc.NetworkEnabled()}
+	attached := false
+	if w.svc.NetworkEnabled() && r.net != nil {
+		att, err := r.net.Setup(ctx, id, w.app.Spec.Name, w.svc.Ports)
+		if err != nil {
+			r.fail(st, now)
+			st.lastErr = err.Error()
+			r.log.Warn("attach instance to the network", "container", id, "err", err)
+			return
+		}
+		attached = true
+		spec.NetNS, spec.ResolvConf = att.NetNS, att.ResolvConf
+		labels[containers.LabelNetwork], labels[containers.LabelIP] = "cni", att.IP
+	}
 	err := r.rt.Create(ctx, spec)
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		err = nil
+	}
+	if err != nil && attached {
+		if terr := r.net.Teardown(ctx, id, w.app.Spec.Name, w.svc.Ports); terr != nil {
+			r.log.Warn("detach instance", "container", id, "err", terr)
+		}
 	}
 	if err != nil {
 		r.fail(st, now)
@@ -679,6 +720,8 @@ func (r *reconciler) publish(ctx context.Context, v *view, wants map[string]want
 		}
 		if !w.svc.NetworkEnabled() {
 			in.IP = hostIP()
+		} else if ok {
+			in.IP = c.Labels[containers.LabelIP]
 		}
 		key := appapi.InstanceKey(r.cfg.Node, in.App, in.Service, in.Index)
 		mine[key] = true

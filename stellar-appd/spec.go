@@ -13,6 +13,7 @@ import (
 	"stellar.dev/daemon/config"
 	"stellar.dev/daemon/listen"
 	"stellar.dev/stellar-appd/internal/containers"
+	"stellar.dev/stellar-appd/internal/network"
 )
 
 func spec() daemon.Spec {
@@ -61,8 +62,23 @@ func newService(env *daemon.Env) *service {
 	s.rec = newReconciler(reconcilerConfig{
 		Node: cfg.Node.Name, RescheduleAfter: cfg.Apps.RescheduleAfter,
 		LogDir: s.logDir(),
-	}, st, rt, newProber(rt, func(containers.Container) string { return "127.0.0.1" }), env.Log)
+	}, st, rt, newProber(rt, instanceAddr), env.Log)
+	s.rec.net = network.New(network.Config{
+		ConfDir: cfg.Network.CNIConfDir, BinDirs: cfg.Network.CNIBinDirs,
+		CacheDir:  filepath.Join(cfg.StateDirOf("appd"), "cni"),
+		ResolvDir: filepath.Join(cfg.StateDirOf("appd"), "resolv"),
+		DNS:       cfg.Network.DNSAddress, Domain: cfg.DNS.Domain,
+	})
 	return s
+}
+
+// instanceAddr is where health checks reach an instance: its bridge IP, or
+// loopback for host-network instances.
+func instanceAddr(c containers.Container) string {
+	if ip := c.Labels[containers.LabelIP]; ip != "" {
+		return ip
+	}
+	return "127.0.0.1"
 }
 
 func (s *service) logDir() string { return filepath.Join(s.env.Config.StateDirOf("appd"), "logs") }

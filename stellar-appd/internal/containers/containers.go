@@ -35,6 +35,7 @@ const (
 	LabelSpec     = "stellar.spec"     // hash of the service spec it runs
 	LabelRestarts = "stellar.restarts" // restarts so far
 	LabelNetwork  = "stellar.network"  // "cni" when attached through CNI
+	LabelIP       = "stellar.ip"       // the instance's IP on the node's bridge
 )
 
 // Task states reported by Status.
