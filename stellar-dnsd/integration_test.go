@@ -308,6 +308,11 @@ func TestCluster_twoNodesWithRealGossip(t *testing.T) {
 		if !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "OPTIONS") {
 			t.Fatalf("list has no header:\n%s", out)
 		}
+		// A CNAME cannot join other records of its name.
+		out, err = sctl(b, "nameserver", "create", "db.example.stellar", "web.example.stellar", "--type", "CNAME")
+		if err == nil || !strings.Contains(out, "a CNAME cannot share its name") {
+			t.Fatalf("CNAME beside an A record: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("badRecordsAreRefused", func(t *testing.T) {
