@@ -102,6 +102,8 @@ type backend struct {
 	addr string
 	srv  *http.Server
 	hits atomic.Int64
+	// release lets /stream send its second part.
+	release chan struct{}
 }
 
 func startBackend(t *testing.T, name string, ip string) *backend {
@@ -110,7 +112,7 @@ func startBackend(t *testing.T, name string, ip string) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{name: name, addr: l.Addr().String()}
+	b := &backend{name: name, addr: l.Addr().String(), release: make(chan struct{}, 1)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
@@ -126,6 +128,18 @@ func startBackend(t *testing.T, name string, ip string) *backend {
 		brw.Flush()
 		io.Copy(c, brw) // echo
 	})
+	stream := func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-b.release:
+		case <-r.Context().Done():
+		case <-time.After(20 * time.Second):
+		}
+		io.WriteString(w, "second\n")
+	}
+	mux.HandleFunc("/stream", stream)
+	mux.HandleFunc("/api/stream", stream)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		body, err := io.ReadAll(r.Body)
@@ -297,6 +311,23 @@ func TestProxy_routesByHostAndPath(t *testing.T) {
 		resp.Body.Close()
 		if !strings.Contains(string(b), "body=100000") {
 			t.Errorf("chunked upload: %q", b)
+		}
+	})
+
+	t.Run("streamed answer", func(t *testing.T) {
+		resp, err := c.Get("http://a.test/api/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		line, err := br.ReadString('\n')
+		if err != nil || line != "first\n" {
+			t.Fatalf("first part before the backend finished: %q %v", line, err)
+		}
+		api.release <- struct{}{}
+		if line, err = br.ReadString('\n'); err != nil || line != "second\n" {
+			t.Fatalf("second part: %q %v", line, err)
 		}
 	})
 

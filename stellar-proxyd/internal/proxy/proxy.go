@@ -119,9 +119,11 @@ func New(cfg Config, log *slog.Logger, reg *metrics.Registry) *Proxy {
 	p.hc = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 2, IdleConnTimeout: 30 * time.Second, DisableCompression: true},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	p.rp = &httputil.ReverseProxy{
-		Rewrite:       p.rewrite,
-		Transport:     roundTripper{p},
-		FlushInterval: -1, // stream: flush every write
+		Rewrite:   p.rewrite,
+		Transport: roundTripper{p},
+		// Known-length answers are written in one go; answers of unknown
+		// length (chunked, event streams) are flushed on every write.
+		FlushInterval: 0,
 		ErrorHandler:  p.errorHandler,
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BufferPool:    bufPool{},
