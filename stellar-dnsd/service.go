@@ -14,6 +14,7 @@ import (
 	"stellar.dev/api/gossipapi"
 	"stellar.dev/daemon"
 	"stellar.dev/daemon/config"
+	"stellar.dev/daemon/metrics"
 	"stellar.dev/stellar-dnsd/internal/forward"
 	"stellar.dev/stellar-dnsd/internal/mirror"
 	"stellar.dev/stellar-dnsd/internal/server"
@@ -190,14 +191,14 @@ func (s *service) Reload(ctx context.Context, cfg config.Config) error {
 func (s *service) metrics() {
 	reg := s.env.Metrics
 	q := reg.Counter("stellar_dnsd_queries_total", "DNS queries by protocol and outcome.", "proto", "outcome")
-	var cs [2][server.NumOutcomes]*counterAdapter
+	var cs [2][server.NumOutcomes]*metrics.Counter
 	for tcp := 0; tcp < 2; tcp++ {
 		proto := "udp"
 		if tcp == 1 {
 			proto = "tcp"
 		}
 		for o := server.Outcome(0); o < server.NumOutcomes; o++ {
-			cs[tcp][o] = &counterAdapter{c: q.With(proto, o.String())}
+			cs[tcp][o] = q.With(proto, o.String())
 		}
 	}
 	s.h.SetCounters(func(tcp bool, o server.Outcome) {
@@ -205,7 +206,7 @@ func (s *service) metrics() {
 		if tcp {
 			i = 1
 		}
-		cs[i][o].c.Inc()
+		cs[i][o].Inc()
 	})
 	reg.GaugeFunc("stellar_dnsd_zone_synced", "1 once the zone was loaded from the cluster state.", func() float64 {
 		if s.h.Zone() != nil {
@@ -226,5 +227,3 @@ func (s *service) metrics() {
 		return 0
 	})
 }
-
-type counterAdapter struct{ c interface{ Inc() } }
