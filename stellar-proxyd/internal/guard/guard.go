@@ -322,31 +322,41 @@ func (c *Conn) checkHead() {
 // and returns why it is refused ("" if it is not) and the framing of the
 // body that follows.
 func Check(head []byte) (reason string, next state, remain int64) {
-	lines := bytes.Split(head, []byte("\n"))
-	// The split leaves "" after the final LF and the empty line before it.
-	if len(lines) < 3 {
-		return "short head", stHead, 0
-	}
-	lines = lines[:len(lines)-2]
-	for i, l := range lines {
-		if len(l) == 0 || l[len(l)-1] != '\r' {
-			return "bare LF line end", stHead, 0
-		}
-		lines[i] = l[:len(l)-1]
-	}
-	// The empty line itself must be CRLF too.
+	// Every line, the empty one at the end too, must end in CRLF.
 	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
 		return "bare LF line end", stHead, 0
 	}
-	reqLine := lines[0]
-	sp := bytes.Split(reqLine, []byte(" "))
-	if len(sp) != 3 || len(sp[0]) == 0 || len(sp[1]) == 0 || !bytes.HasPrefix(sp[2], []byte("HTTP/1.")) {
-		return "malformed request line", stHead, 0
-	}
-	http10 := string(sp[2]) == "HTTP/1.0"
-	var cl, te [][]byte
+	body := head[:len(head)-2] // drop the empty line's CRLF
+	first := true
+	http10 := false
+	var cl, te []byte
+	ncl, nte := 0, 0
 	upgrade := false
-	for _, l := range lines[1:] {
+	for len(body) > 0 {
+		i := bytes.IndexByte(body, '\n')
+		if i < 1 || body[i-1] != '\r' {
+			return "bare LF line end", stHead, 0
+		}
+		l := body[:i-1]
+		body = body[i+1:]
+		if first {
+			first = false
+			sp1 := bytes.IndexByte(l, ' ')
+			if sp1 <= 0 {
+				return "malformed request line", stHead, 0
+			}
+			rest := l[sp1+1:]
+			sp2 := bytes.IndexByte(rest, ' ')
+			if sp2 <= 0 {
+				return "malformed request line", stHead, 0
+			}
+			proto := rest[sp2+1:]
+			if !bytes.HasPrefix(proto, []byte("HTTP/1.")) || bytes.IndexByte(proto, ' ') >= 0 {
+				return "malformed request line", stHead, 0
+			}
+			http10 = string(proto) == "HTTP/1.0"
+			continue
+		}
 		if len(l) == 0 {
 			return "empty header line", stHead, 0
 		}
@@ -364,45 +374,48 @@ func Check(head []byte) (reason string, next state, remain int64) {
 			}
 		}
 		val := bytes.Trim(l[colon+1:], " \t")
-		for _, ch := range val {
-			if ch == 0 || ch == '\r' || ch == '\n' {
-				return "bad character in header value", stHead, 0
-			}
+		if bytes.IndexByte(val, 0) >= 0 || bytes.IndexByte(val, '\r') >= 0 {
+			return "bad character in header value", stHead, 0
 		}
 		switch {
 		case bytes.EqualFold(name, []byte("Content-Length")):
-			cl = append(cl, val)
+			cl = val
+			ncl++
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			te = append(te, val)
+			te = val
+			nte++
 		case bytes.EqualFold(name, []byte("Upgrade")):
 			upgrade = true
 		}
 	}
+	if first {
+		return "short head", stHead, 0
+	}
 	switch {
-	case len(cl) > 0 && len(te) > 0:
+	case ncl > 0 && nte > 0:
 		return "both Content-Length and Transfer-Encoding", stHead, 0
-	case len(cl) > 1:
+	case ncl > 1:
 		return "repeated Content-Length", stHead, 0
-	case len(te) > 1:
+	case nte > 1:
 		return "repeated Transfer-Encoding", stHead, 0
-	case len(te) == 1:
+	case nte == 1:
 		if http10 {
 			return "Transfer-Encoding in an HTTP/1.0 request", stHead, 0
 		}
-		if !bytes.EqualFold(te[0], []byte("chunked")) {
+		if !bytes.EqualFold(te, []byte("chunked")) {
 			return "Transfer-Encoding other than chunked", stHead, 0
 		}
 		return "", stChunkSize, 0
-	case len(cl) == 1:
-		if len(cl[0]) == 0 || len(cl[0]) > 18 {
+	case ncl == 1:
+		if len(cl) == 0 || len(cl) > 18 {
 			return "bad Content-Length", stHead, 0
 		}
-		for _, ch := range cl[0] {
+		for _, ch := range cl {
 			if ch < '0' || ch > '9' {
 				return "bad Content-Length", stHead, 0
 			}
 		}
-		n, _ := strconv.ParseInt(string(cl[0]), 10, 64)
+		n, _ := strconv.ParseInt(string(cl), 10, 64)
 		if n > 0 {
 			return "", stBody, n
 		}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,8 @@ type Proxy struct {
 
 	requests *metrics.CounterVec
 	duration *metrics.HistogramVec
+	byClass  [6]*metrics.Counter // by status class, looked up once
+	latency  *metrics.Histogram
 }
 
 type ctxKey struct{}
@@ -132,6 +135,10 @@ func New(cfg Config, log *slog.Logger, reg *metrics.Registry) *Proxy {
 	if reg != nil {
 		p.requests = reg.Counter("stellar_proxy_requests_total", "Requests served, by status class.", "code")
 		p.duration = reg.Histogram("stellar_proxy_request_seconds", "Time to serve a request.", []float64{.001, .005, .01, .05, .1, .5, 1, 5})
+		for c := 1; c <= 5; c++ {
+			p.byClass[c] = p.requests.With(strconv.Itoa(c) + "xx")
+		}
+		p.latency = p.duration.With()
 		reg.GaugeFunc("stellar_proxy_routes", "Routes in the table.", func() float64 { return float64(len(p.cur.Load().table.Routes())) })
 		reg.GaugeFunc("stellar_proxy_generation", "Route table swaps since start.", func() float64 { return float64(p.gen.Load()) })
 	}
@@ -369,11 +376,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if st.backend != nil {
 			be = st.backend.spec.Addr
 		}
-		p.access.Info("request", "host", host, "method", r.Method, "path", r.URL.Path, "status", status,
-			"duration", d, "backend", be, "client", r.RemoteAddr, "proto", r.Proto, "bytes", sw.bytes)
+		if p.access.Enabled(r.Context(), slog.LevelInfo) {
+			p.access.Info("request", "host", host, "method", r.Method, "path", r.URL.Path, "status", status,
+				"duration", d, "backend", be, "client", r.RemoteAddr, "proto", r.Proto, "bytes", sw.bytes)
+		}
 		if p.requests != nil {
-			p.requests.With(string(rune('0'+status/100)) + "xx").Inc()
-			p.duration.With().Observe(d.Seconds())
+			if c := status / 100; c >= 1 && c <= 5 {
+				p.byClass[c].Inc()
+			}
+			p.latency.Observe(d.Seconds())
 		}
 	}()
 	if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") && !st.tls {
