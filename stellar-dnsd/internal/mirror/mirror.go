@@ -193,6 +193,10 @@ func (m *Mirror) apply(ev gossipapi.Event) {
 				e.OwnerFailed = ev.Entry.OwnerFailed
 				m.entries[ev.Entry.Key] = e
 				changed = true
+			} else if len(ev.Entry.Value) > 0 {
+				// stellar-gossip sends the whole entry with the flag.
+				m.entries[ev.Entry.Key] = *ev.Entry
+				changed = true
 			}
 		}
 	case gossipapi.EventMember:
