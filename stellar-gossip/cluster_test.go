@@ -372,6 +372,9 @@ func TestCluster_fiveNodes(t *testing.T) {
 		// Both sides write the same key; the delete on side a must stick
 		// against side b's older copy.
 		nodes[3].g.Put(ctx, "apps/both", "from b", "")
+		// Two writes in the same millisecond tie on the clock and the node
+		// name decides; a few ms apart, the later one wins.
+		time.Sleep(20 * time.Millisecond)
 		nodes[1].g.Put(ctx, "apps/both", "from a", "")
 		if err := nodes[1].g.Delete(ctx, "apps/doomed", ""); err != nil {
 			t.Fatal(err)

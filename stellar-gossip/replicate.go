@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"hash/fnv"
 	"errors"
 	"fmt"
 	"io"
@@ -145,19 +147,37 @@ func (s *service) peerOf(node string) string {
 
 // digestReq/Resp and exchangeReq/Resp are the anti-entropy calls on the
 // peer port.
+//
+// A round sends only the hash of all buckets first; the buckets follow only
+// when it differs, so an idle, converged cluster exchanges a few hundred
+// bytes per round.
 type digestReq struct {
-	W        int                   `json:"w"`
-	Node     string                `json:"node"`
-	LastSync int64                 `json:"last_sync"`
-	Buckets  [store.Buckets]uint64 `json:"buckets"`
+	W        int                    `json:"w"`
+	Node     string                 `json:"node"`
+	LastSync int64                  `json:"last_sync"`
+	Top      uint64                 `json:"top"`
+	Buckets  *[store.Buckets]uint64 `json:"buckets,omitempty"`
 }
 
 type digestResp struct {
-	W         int             `json:"w"`
-	Node      string          `json:"node"`
-	LastSync  int64           `json:"last_sync"`
-	Differ    []int           `json:"differ"`
-	Summaries []store.Summary `json:"summaries"`
+	W           int             `json:"w"`
+	Node        string          `json:"node"`
+	LastSync    int64           `json:"last_sync"`
+	Equal       bool            `json:"equal,omitempty"`
+	NeedBuckets bool            `json:"need_buckets,omitempty"`
+	Differ      []int           `json:"differ,omitempty"`
+	Summaries   []store.Summary `json:"summaries,omitempty"`
+}
+
+// topHash folds the bucket hashes into one.
+func topHash(b [store.Buckets]uint64) uint64 {
+	h := fnv.New64a()
+	var buf [8]byte
+	for _, x := range b {
+		binary.BigEndian.PutUint64(buf[:], x)
+		h.Write(buf[:])
+	}
+	return h.Sum64()
 }
 
 type exchangeReq struct {
@@ -219,8 +239,15 @@ func (s *service) syncWith(ctx context.Context, addr string) error {
 	}
 	last := int64(s.st.Meta("last_sync"))
 	var d digestResp
-	if err := s.peerCall(ctx, addr, "/v1/peer/digest", digestReq{W: wireVersion, Node: s.cfg.Node.Name, LastSync: last, Buckets: buckets}, &d); err != nil {
+	req := digestReq{W: wireVersion, Node: s.cfg.Node.Name, LastSync: last, Top: topHash(buckets)}
+	if err := s.peerCall(ctx, addr, "/v1/peer/digest", req, &d); err != nil {
 		return err
+	}
+	if d.NeedBuckets {
+		req.Buckets = &buckets
+		if err := s.peerCall(ctx, addr, "/v1/peer/digest", req, &d); err != nil {
+			return err
+		}
 	}
 	keep := s.cfg.Gossip.ReconnectTimeout
 	now := time.Now()
@@ -267,7 +294,17 @@ func (s *service) handlePeerDigest(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	resp := digestResp{W: wireVersion, Node: s.cfg.Node.Name, LastSync: int64(s.st.Meta("last_sync")), Differ: []int{}}
+	resp := digestResp{W: wireVersion, Node: s.cfg.Node.Name, LastSync: int64(s.st.Meta("last_sync"))}
+	switch {
+	case topHash(mine) == req.Top:
+		resp.Equal = true
+		writeJSON(w, resp)
+		return nil
+	case req.Buckets == nil:
+		resp.NeedBuckets = true
+		writeJSON(w, resp)
+		return nil
+	}
 	for i := range mine {
 		if mine[i] != req.Buckets[i] {
 			resp.Differ = append(resp.Differ, i)

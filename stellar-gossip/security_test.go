@@ -61,8 +61,13 @@ func TestJoin_refusedTokens(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("join with %s token: %v, want %v", tc.name, err, tc.want)
 			}
-			if tc.logged != "" && !strings.Contains(a.out.String(), tc.logged) {
-				t.Fatalf("the issuing node did not log %q", tc.logged)
+			if tc.logged != "" {
+				eventually(t, 10*time.Second, "the issuing node logs "+tc.logged, func() error {
+					if !strings.Contains(a.out.String(), tc.logged) {
+						return errors.New("not logged")
+					}
+					return nil
+				})
 			}
 		})
 	}
@@ -155,9 +160,12 @@ func TestPeerPort_certificateMatrix(t *testing.T) {
 			t.Fatalf("token creation over the peer port: %v, want permission denied", err)
 		}
 	})
-	if !strings.Contains(a.out.String(), "caller=admin:alice") {
-		t.Fatal("calls are not logged with the caller")
-	}
+	eventually(t, 10*time.Second, "calls logged with the caller", func() error {
+		if !strings.Contains(a.out.String(), "caller=admin:alice") {
+			return errors.New("no caller=admin:alice in the log")
+		}
+		return nil
+	})
 }
 
 func TestReplication_withoutUserEvents(t *testing.T) {

@@ -357,18 +357,34 @@ func (s *service) publishFacts() error {
 	return nil
 }
 
-// factsLoop refreshes the facts (memory use) every minute.
+// factsLoop refreshes the facts when memory use moved by more than 10%
+// (or 64 MiB), and at least every 15 minutes: every write is a broadcast,
+// so idle nodes stay quiet.
 func (s *service) factsLoop(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := s.publishFacts(); err != nil {
-				s.log.Warn("publish node facts", "err", err)
-			}
+		}
+		cur := hostFacts(s.started)
+		var pub gossipapi.NodeFacts
+		if rec, err := s.st.Get("nodes/" + s.cfg.Node.Name + "/facts"); err == nil {
+			_ = json.Unmarshal(rec.Value, &pub)
+		}
+		diff := int64(cur.MemoryUsed) - int64(pub.MemoryUsed)
+		if diff < 0 {
+			diff = -diff
+		}
+		if time.Since(last) < 15*time.Minute && diff < 64<<20 && float64(diff) < 0.1*float64(pub.MemoryUsed) {
+			continue
+		}
+		last = time.Now()
+		if err := s.publishFacts(); err != nil {
+			s.log.Warn("publish node facts", "err", err)
 		}
 	}
 }
