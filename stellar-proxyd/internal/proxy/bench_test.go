@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"testing"
 
 	"stellar.dev/api/gossipapi"
@@ -30,6 +31,40 @@ func BenchmarkProxy_get(b *testing.B) {
 	pl, _ := net.Listen("tcp", "127.0.0.1:0")
 	srv := &http.Server{Handler: p, ConnContext: guard.WithConn}
 	go srv.Serve(guard.Listener{Listener: pl})
+	defer srv.Close()
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	url := "http://" + pl.Addr().String() + "/"
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodGet, url, nil)
+			req.Host = "b.test"
+			resp, err := c.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
+
+// BenchmarkBareReverseProxy is the same GET through a bare
+// httputil.ReverseProxy (idle pool 256), for comparison.
+func BenchmarkBareReverseProxy_get(b *testing.B) {
+	bl, _ := net.Listen("tcp", "127.0.0.1:0")
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	go backend.Serve(bl)
+	defer backend.Close()
+	target := bl.Addr().String()
+	rp := &httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.Out.URL.Scheme = "http"; pr.Out.URL.Host = target },
+		Transport: &http.Transport{MaxIdleConnsPerHost: 256},
+	}
+	pl, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := &http.Server{Handler: rp}
+	go srv.Serve(pl)
 	defer srv.Close()
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	url := "http://" + pl.Addr().String() + "/"
