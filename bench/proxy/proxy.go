@@ -51,7 +51,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			{Name: "p99", Unit: "ms"},
 		},
 		Notes: []string{
-			fmt.Sprintf("wrk -t1 -c%d for %s per run pinned to CPU %s; the proxy under test and the backend (Stellar's tiny Go test server) share CPU %s.", connections, dur, wrkCPU, serverCPU),
+			fmt.Sprintf("wrk -t1 -c%d for %s per run pinned to CPU %s; the proxy under test and the backend (Stellar's tiny Go test server) share CPU %s; the subjects alternate run by run.", connections, dur, wrkCPU, serverCPU),
 			"Plain HTTP/1.1 on loopback, keep-alive to the backend in every proxy (nginx: keepalive 256, worker_processes 1; caddy: reverse_proxy defaults); access logs off in all three (stellar-proxyd: log_level warn).",
 			"stellar-proxyd serves its route from its state cache (no stellar-gossip needed for the data path).",
 		},
@@ -104,27 +104,33 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	subjects = append(subjects, &subject{s: harness.Subject{Name: "backend directly", Kind: harness.KindLimit, Version: "testimages/httpd"},
 		start: func() (string, func(), error) { return backendAddr, func() {}, nil }})
 
-	for _, sub := range subjects {
+	// Start every subject, then alternate them run by run, so a change in
+	// the machine's load falls on all of them alike.
+	addrs := make([]string, len(subjects))
+	for i, sub := range subjects {
 		addr, stop, err := sub.start()
 		if err != nil {
 			return res, fmt.Errorf("start %s: %w", sub.s.Name, err)
 		}
-		// Warm up the connection pools, then measure.
+		defer stop()
+		addrs[i] = addr
+		// Warm up the connection pools.
 		if _, _, err := wrk(ctx, addr, time.Second); err != nil {
-			stop()
 			return res, fmt.Errorf("warm up %s: %w", sub.s.Name, err)
 		}
-		for i := 0; i < runs; i++ {
-			rps, p99, err := wrk(ctx, addr, dur)
+	}
+	for run := 0; run < runs; run++ {
+		for i, sub := range subjects {
+			rps, p99, err := wrk(ctx, addrs[i], dur)
 			if err != nil {
-				stop()
 				return res, fmt.Errorf("measure %s: %w", sub.s.Name, err)
 			}
 			sub.s.Add("rps", rps)
 			sub.s.Add("p99", p99)
 			o.Log.Info("proxy bench", "subject", sub.s.Name, "rps", rps, "p99_ms", p99)
 		}
-		stop()
+	}
+	for _, sub := range subjects {
 		res.Subjects = append(res.Subjects, sub.s)
 	}
 	return res, nil
