@@ -1,6 +1,13 @@
 package proxy
 
-import "testing"
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
 
 func TestParseWrk(t *testing.T) {
 	out := `Running 2s test @ http://127.0.0.1:1/
@@ -20,5 +27,25 @@ Transfer/sec:      1.00MB
 	}
 	if _, _, err := parseWrk("nothing"); err == nil {
 		t.Fatal("parsed garbage")
+	}
+}
+
+func TestGoLoad(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != host {
+			http.Error(w, "wrong host", 400)
+			return
+		}
+		io.WriteString(w, "ok")
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	rps, p99, err := goLoad(context.Background(), l.Addr().String(), 500*time.Millisecond)
+	if err != nil || rps <= 0 || p99 <= 0 {
+		t.Fatalf("goLoad = %v %v %v", rps, p99, err)
 	}
 }
