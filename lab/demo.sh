@@ -35,11 +35,18 @@ fi
 deb=$(ls -t dist/stellar_*_amd64.deb 2>/dev/null | head -n1)
 [ -n "$deb" ] || { echo "demo: no dist/stellar_*_amd64.deb: run 'make packages' first" >&2; exit 1; }
 
-bold=$(tput bold 2>/dev/null || true)
-plain=$(tput sgr0 2>/dev/null || true)
+bold= plain=
+if [ -t 1 ]; then bold=$(tput bold 2>/dev/null || true) plain=$(tput sgr0 2>/dev/null || true); fi
 step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
 # show prints a command the reader could type, then runs it.
-show() { printf '%s$ %s%s\n' "$bold" "$*" "$plain"; "$@"; }
+show() {
+	local a line=
+	for a in "$@"; do
+		if [[ $a =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then line+=" $a"; else line+=" '${a//\'/\'\\\'\'}'"; fi
+	done
+	printf '%s$%s%s\n' "$bold" "$line" "$plain"
+	"$@"
+}
 # on runs a command on a lab node (or "client"), printed as the reader would type it.
 on() { local n=$1; shift; show ./bin/stellar-lab exec "$n" -- "$@"; }
 quiet() { local n=$1; shift; "$LAB" exec "$n" -- "$@"; }
@@ -152,7 +159,7 @@ declare -A seen=()
 for try in $(seq 1 6); do
 	for i in $(seq 1 "$NODES"); do
 		addr=10.77.0.$((10 + i))
-		ans=$(quiet client curl -s --max-time 5 -H "Host: $HOST" "http://$addr/" 2>/dev/null | head -n1)
+		ans=$(quiet client curl -sf --max-time 5 -H "Host: $HOST" "http://$addr/" 2>/dev/null | head -n1)
 		if [ -n "$ans" ]; then
 			printf '  via node%s (%s): %s\n' "$i" "$addr" "$ans"
 			seen[$ans]=1
