@@ -138,6 +138,18 @@ func TestAppd_networking(t *testing.T) {
 			t.Fatalf("%s changed across an appd kill: %+v -> %+v", name, in, again[name])
 		}
 	}
+	// The restarted appd collected leaked IPs (netd GC with the live
+	// containers): the live ones are still allocated.
+	eventually(t, 30*time.Second, "live IPs kept by GC", func() error {
+		allocs, err := nc.Allocations(ctx)
+		if err != nil {
+			return err
+		}
+		if len(allocs) != 2 {
+			return fmt.Errorf("allocations %+v, want the 2 live ones", allocs)
+		}
+		return nil
+	})
 	if err := h.api.Delete(ctx, "web", ""); err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,12 @@ type networker interface {
 	Teardown(ctx context.Context, id, app string, ports []appapi.Port) error
 }
 
+// ipGC frees the IPs of containers that no longer exist (netd's GC).
+type ipGC func(ctx context.Context, live []string) (released int, err error)
+
+// gcEvery is how often leaked IPs are collected.
+const gcEvery = 5 * time.Minute
+
 // prober runs an instance's health check once.
 type prober func(ctx context.Context, c containers.Container, h *appapi.Health) error
 
@@ -79,12 +85,14 @@ type instState struct {
 
 // reconciler drives this node's containers towards the cluster's apps.
 type reconciler struct {
-	cfg   reconcilerConfig
-	st    store
-	rt    runtime
-	probe prober
-	net   networker // nil: network: true instances get an empty namespace
-	log   *slog.Logger
+	cfg    reconcilerConfig
+	st     store
+	rt     runtime
+	probe  prober
+	net    networker // nil: network: true instances get an empty namespace
+	gc     ipGC      // nil: no IP garbage collection
+	lastGC time.Time
+	log    *slog.Logger
 
 	clock *memberClock
 
@@ -276,6 +284,22 @@ func (r *reconciler) Pass(ctx context.Context) error {
 		r.local = local
 		r.mu.Unlock()
 	}
+	// Between passes no CNI ADD is in flight, so every IP netd holds for
+	// a container that is not in containerd has leaked.
+	if r.gc != nil && now.Sub(r.lastGC) >= gcEvery {
+		live := make([]string, 0, len(local))
+		for id := range local {
+			live = append(live, id)
+		}
+		if n, err := r.gc(ctx, live); err != nil {
+			r.log.Debug("collect leaked ips", "err", err)
+		} else {
+			r.lastGC = now
+			if n > 0 {
+				r.log.Info("released leaked ips", "count", n)
+			}
+		}
+	}
 	if err := r.publish(ctx, v, wants); err != nil {
 		waiting = append(waiting, "publish instances: "+describe(err))
 	}
@@ -310,11 +334,18 @@ func (r *reconciler) desired(ctx context.Context, v *view, now time.Time) map[st
 	}
 	for node, d := range v.declined {
 		for k, h := range d {
-			if hashes[k] != h {
-				delete(d, k)
+			if hashes[k] == h {
+				continue
+			}
+			delete(d, k)
+			if node == r.cfg.Node {
+				// The spec changed (or the app is gone): try again.
+				app, svc, _ := strings.Cut(k, "/")
+				if err := r.st.Delete(ctx, appapi.DeclineKey(node, app, svc), ""); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+					r.log.Warn("withdraw decline", "app", app, "service", svc, "err", err)
+				}
 			}
 		}
-		_ = node
 	}
 	nodes := r.clock.nodes(v, r.cfg.Node, now, r.cfg.RescheduleAfter)
 	wants := map[string]want{}

@@ -9,6 +9,7 @@ import (
 
 	"stellar.dev/api/client"
 	"stellar.dev/api/gossipapi"
+	"stellar.dev/api/netapi"
 	"stellar.dev/daemon"
 	"stellar.dev/daemon/config"
 	"stellar.dev/daemon/listen"
@@ -42,6 +43,7 @@ type service struct {
 	env  *daemon.Env
 	node string
 	st   store
+	g    *gossipapi.Client
 	rt   *containers.Runtime
 	rec  *reconciler
 	kick chan struct{}
@@ -58,7 +60,7 @@ func newService(env *daemon.Env) *service {
 		Snapshotter: cfg.Apps.Snapshotter, Runtime: cfg.Apps.Runtime, LogBinary: exe,
 	})
 	st := gossipapi.New(client.Unix("stellar-gossip", cfg.Socket("gossip")).WithTimeout(10 * time.Second))
-	s := &service{env: env, node: cfg.Node.Name, st: st, rt: rt, kick: make(chan struct{}, 1)}
+	s := &service{env: env, node: cfg.Node.Name, st: st, g: st, rt: rt, kick: make(chan struct{}, 1)}
 	s.rec = newReconciler(reconcilerConfig{
 		Node: cfg.Node.Name, RescheduleAfter: cfg.Apps.RescheduleAfter,
 		LogDir: s.logDir(),
@@ -69,6 +71,11 @@ func newService(env *daemon.Env) *service {
 		ResolvDir: filepath.Join(cfg.StateDirOf("appd"), "resolv"),
 		DNS:       cfg.Network.DNSAddress, Domain: cfg.DNS.Domain,
 	})
+	nc := netapi.New(client.Unix("stellar-netd", cfg.Socket("netd")).WithTimeout(10 * time.Second))
+	s.rec.gc = func(ctx context.Context, live []string) (int, error) {
+		res, err := nc.GC(ctx, netapi.GCRequest{Containers: live})
+		return len(res.Released), err
+	}
 	return s
 }
 
@@ -91,6 +98,7 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 	s.routes()
 	ready()
 	defer s.rt.Close()
+	go s.watch(ctx)
 	s.rec.Run(ctx, s.kick, time.Second)
 	return nil
 }
@@ -111,5 +119,24 @@ func (s *service) trigger() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
+	}
+}
+
+// watch kicks the reconcile loop on every change of the cluster state and
+// of the members, so a change is acted on at once rather than on the timer.
+func (s *service) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.g.Watch(ctx, "", 0, true, func(gossipapi.Event) error {
+			s.trigger()
+			return nil
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		s.env.Log.Debug("watch cluster state", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
 	}
 }
