@@ -9,9 +9,9 @@
 # Needs root. Environment:
 #   NODES=3                 how many nodes (at least 2)
 #   DEMO_DIR=/var/tmp/stellar-demo   where the image archives and app spec go
-#   DEMO_IMPORT_ALL=1       import the images on every node instead of node1
-#                           only (for a stellar-appd that cannot fetch images
-#                           from its peers)
+#   DEMO_IMPORT_ALL=1       import the images on every node (the default while
+#                           stellar-appd cannot fetch an image from a peer);
+#                           0 imports them on node1 only
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +20,7 @@ cd "$repo"
 
 NODES=${NODES:-3}
 DEMO_DIR=${DEMO_DIR:-/var/tmp/stellar-demo}
-DEMO_IMPORT_ALL=${DEMO_IMPORT_ALL:-0}
+DEMO_IMPORT_ALL=${DEMO_IMPORT_ALL:-1}
 LAB=$repo/bin/stellar-lab
 APP=example
 HOST=web.example.test
@@ -84,7 +84,11 @@ all_alive() {
 wait_for 120 "all $NODES nodes alive in 'sctl cluster nodes' on node1" all_alive
 on node1 sctl cluster nodes
 
-step "Importing the test images on node1 (the other nodes fetch them from a peer when they need them)"
+if [ "$DEMO_IMPORT_ALL" = 1 ]; then
+	step "Importing the test images on every node (stellar-appd does not fetch images from peers yet; DEMO_IMPORT_ALL=0: node1 only)"
+else
+	step "Importing the test images on node1 (the other nodes fetch them from a peer when they need them)"
+fi
 import_on() {
 	local n=$1 f
 	for f in busybox httpd; do
