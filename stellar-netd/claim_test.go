@@ -56,3 +56,30 @@ func TestClaim_aloneSkipsHostRoutesAndSurvivesRestart(t *testing.T) {
 		t.Fatalf("after restart c1 has %v (%v), had %s", b.Address, err, a.Address)
 	}
 }
+
+// TestClaim_fullRangeIsAClearError: a range with one block and two nodes:
+// the loser says the range is full instead of hanging or sharing it.
+func TestClaim_fullRangeIsAClearError(t *testing.T) {
+	needRoot(t)
+	bin, _, _ := binaries(t)
+	g := newFakeGossip()
+	g.setMember("node-a", "10.80.0.1", "alive")
+	g.setMember("node-b", "10.80.0.2", "alive")
+	extra := "subnet = \"172.16.0.0/22\"\nnode_prefix = 22\n"
+	a := newNode(t, bin, "node-a", netns(t, "fulla"), extra)
+	b := newNode(t, bin, "node-b", netns(t, "fullb"), extra)
+	g.serve(t, "node-a", a.gossipSocket())
+	g.serve(t, "node-b", b.gossipSocket())
+	a.start(t)
+	b.start(t)
+	ctx := context.Background()
+	waitFor(t, 60*time.Second, "node-b reports the full range", func() bool {
+		sa, err1 := a.c.Status(ctx)
+		sb, err2 := b.c.Status(ctx)
+		return err1 == nil && err2 == nil && sa.ClaimStatus == "claimed" && sa.Subnet == "172.16.0.0/22" &&
+			strings.Contains(sb.Reason, "is full")
+	})
+	if _, err := b.c.Allocate(ctx, allocReq("c1")); err == nil {
+		t.Fatal("node-b allocated without a subnet of its own")
+	}
+}

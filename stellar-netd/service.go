@@ -413,9 +413,14 @@ func (s *service) claimStepLocked(hostRoutes []netip.Prefix) bool {
 		}
 		b, err := claim.Pick(s.cluster, bits, avoid)
 		if err != nil {
+			// No block left: stop allocating from the lost one and wait,
+			// provisional, for a block to free up.
 			s.reason = fmt.Sprintf("lost %s to %s and %v", mine.Subnet, p.node, err)
 			s.log.Error("lost subnet claim and cannot pick another", "subnet", mine.Subnet, "winner", p.node, "err", err)
-			return false
+			s.state.Final = false
+			save()
+			s.alloc = nil
+			return true
 		}
 		s.log.Warn("lost subnet claim to another node; picking again", "subnet", mine.Subnet, "winner", p.node,
 			"allocations", mine.Allocations, "new_subnet", b)
