@@ -94,8 +94,11 @@ type Endpoint struct {
 	Service  string `json:"service"`
 	Protocol string `json:"protocol"`
 	Host     string `json:"host,omitempty"`
-	Port     int    `json:"port"`
-	TLS      bool   `json:"tls,omitempty"`
+	// Path, when set, routes only requests under this path prefix (the
+	// proxy matches Host, then the longest Path).
+	Path string `json:"path,omitempty"`
+	Port int    `json:"port"`
+	TLS  bool   `json:"tls,omitempty"`
 }
 
 // Health is an instance health check: exactly one of HTTP, TCP, Exec.

@@ -262,6 +262,9 @@ func validateService(p *problems, w string, s *Service, hostPorts map[string]str
 		if e.Host != "" && !hostRe.MatchString(e.Host) {
 			p.add(w, f+".host", "%q is not a host name", e.Host)
 		}
+		if e.Path != "" && (!strings.HasPrefix(e.Path, "/") || strings.ContainsAny(e.Path, " ?#\r\n\x00")) {
+			p.add(w, f+".path", "%q is not a URL path prefix starting with /", e.Path)
+		}
 		if e.Port < 1 || e.Port > 65535 {
 			p.add(w, f+".port", "must be 1..65535, got %d", e.Port)
 		}

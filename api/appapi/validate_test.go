@@ -121,6 +121,7 @@ func TestParse_badSpecs(t *testing.T) {
 		{"global with instances", svc(`,"global":true,"instances":2`), `service "web": instances: a global service runs one instance per eligible node`},
 		{"bad node id", svc(`,"placement_preference":{"node_ids":["no de"]}`), `service "web": placement_preference.node_ids[0]: "no de" is not a node name`},
 		{"endpoint protocol", svc(`,"endpoints":[{"service":"web","protocol":"ftp","port":21}]`), `service "web": endpoints[0].protocol: "ftp" is not http, https, tcp or udp`},
+		{"endpoint path", svc(`,"endpoints":[{"service":"web","protocol":"http","path":"api","port":80}]`), `service "web": endpoints[0].path: "api" is not a URL path prefix starting with /`},
 		{"endpoint port", svc(`,"endpoints":[{"service":"web","protocol":"http","port":0}]`), `service "web": endpoints[0].port: must be 1..65535, got 0`},
 		{"endpoint tls without host", svc(`,"endpoints":[{"service":"web","protocol":"https","port":443,"tls":true}]`), `service "web": endpoints[0].tls: needs a host`},
 		{"health with two checks", svc(`,"health":{"http":"/h","tcp":true,"port":80}`), `service "web": health: give exactly one of http, tcp or exec`},
