@@ -163,6 +163,12 @@ func needDig(t *testing.T) {
 // with 192.0.2.53: the "internet" of the tests.
 func fakeUpstream(t *testing.T, addr string) {
 	t.Helper()
+	fakeUpstreamWith(t, addr, "192.0.2.53")
+}
+
+// fakeUpstreamWith answers every A question with ip.
+func fakeUpstreamWith(t *testing.T, addr, ip string) {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +177,7 @@ func fakeUpstream(t *testing.T, addr string) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		if r.Question[0].Qtype == dns.TypeA {
-			rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A 192.0.2.53")
+			rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A " + ip)
 			m.Answer = append(m.Answer, rr)
 		}
 		_ = w.WriteMsg(m)
@@ -456,4 +462,33 @@ func TestDaemon_socketActivatedDNS(t *testing.T) {
 	if strings.Contains(p.out.String(), "role=dns network=udp") {
 		t.Errorf("dnsd bound its own DNS sockets instead of using systemd's:\n%s", p.out.String())
 	}
+}
+
+// TestDaemon_reloadChangesUpstreams checks that SIGHUP applies new
+// upstream servers without a restart.
+func TestDaemon_reloadChangesUpstreams(t *testing.T) {
+	needDig(t)
+	bin := daemontest.Build(t, "stellar.dev/stellar-dnsd")
+	fakeUpstreamWith(t, "127.0.53.102:"+dnsPort, "192.0.2.1")
+	fakeUpstreamWith(t, "127.0.53.103:"+dnsPort, "192.0.2.2")
+	n := newNode(t, "dns-reload", "127.0.53.11", "127.0.53.102:"+dnsPort)
+	p := startProc(t, "dnsd-reload", bin, nil, nil, "--config", n.config)
+	p.notify.WaitFor(t, "READY=1", 30*time.Second)
+	if got := digShort(t, n.ip, "example.org"); got != "192.0.2.1" {
+		t.Fatalf("before reload: %q", got)
+	}
+	raw, err := os.ReadFile(n.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(n.config, bytes.Replace(raw, []byte("127.0.53.102:"), []byte("127.0.53.103:"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 30*time.Second, "the new upstream answers", func() error {
+		if got := digShort(t, n.ip, "example.org"); got != "192.0.2.2" {
+			return fmt.Errorf("got %q", got)
+		}
+		return nil
+	})
 }
