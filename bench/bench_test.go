@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"stellar.dev/bench/harness"
+	"stellar.dev/bench/plot"
 )
 
 // TestBenchmarks_short runs every benchmark in its short mode, only to prove
@@ -56,5 +57,38 @@ func TestReport_table(t *testing.T) {
 	tab := harness.Table(r)
 	if !strings.Contains(tab, "| stellar-dnsd | stellar |  | 100 [90.0–110] | – |") || !strings.Contains(tab, "| CoreDNS | peer |  | 50.0 [45.0–55.0] | 2.00 |") {
 		t.Fatalf("table:\n%s", tab)
+	}
+}
+
+func TestWritePlots_chartsAndSpreadBesideReport(t *testing.T) {
+	s := harness.Subject{Name: "stellar-gossip", Kind: harness.KindStellar}
+	for _, v := range []float64{12, 13, 11, 12, 14} {
+		s.Add("rss", v)
+	}
+	r := harness.Result{
+		Metrics:  []harness.Metric{{Name: "rss", Unit: "MiB"}},
+		Subjects: []harness.Subject{s},
+		Charts: []harness.Chart{
+			{Name: "converge", Chart: plot.Chart{Title: "c", Kind: plot.Line, Series: []plot.Series{{Name: "a", X: []float64{10, 30}, Y: []float64{1, 2}}}}},
+			{Name: "Bad Name", Chart: plot.Chart{Title: "c", Kind: plot.CDF, Series: []plot.Series{{Name: "a", Y: []float64{1}}}}},
+		},
+	}
+	outs := []harness.Outcome{{Bench: harness.Benchmark{Name: "gossip", Title: "Gossip"}, Result: r}, {Bench: harness.Benchmark{Name: "dns"}, Err: os.ErrNotExist}}
+	dir := t.TempDir()
+	err := harness.WritePlots(dir, outs)
+	if err == nil || !strings.Contains(err.Error(), `chart name "Bad Name"`) {
+		t.Fatalf("bad chart name not reported: %v", err)
+	}
+	want := []string{"gossip-converge.png", "gossip-runs-rss.png"}
+	if got := outs[0].Result.Plots; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("plots %v, want %v", got, want)
+	}
+	for _, f := range want {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep := harness.Report(harness.ReadMachine(), outs); !strings.Contains(rep, "![gossip-converge.png](gossip-converge.png)") {
+		t.Fatalf("report does not show the plot:\n%s", rep)
 	}
 }

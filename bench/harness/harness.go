@@ -6,15 +6,19 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
 	"time"
+
+	"stellar.dev/bench/plot"
 )
 
 // Options are given to every benchmark.
@@ -55,8 +59,20 @@ type Result struct {
 	Goal string
 	// Notes are anything a reader must know (setup, pinning, caveats).
 	Notes []string
-	// Plots are PNG files (relative to the report) to show.
+	// Plots are PNG files (relative to the report) to show; WritePlots adds
+	// the rendered Charts here.
 	Plots []string
+	// Charts are drawn as PNG beside the report by WritePlots: curves
+	// (a figure against cluster size) and distributions (latencies).
+	Charts []Chart
+}
+
+// Chart is one picture a benchmark attaches to its result.
+type Chart struct {
+	// Name makes the file name, "<benchmark>-<name>.png" (letters, digits, '-').
+	Name string
+	// Chart is what to draw.
+	Chart plot.Chart
 }
 
 // Metric is one measured quantity.
@@ -292,4 +308,70 @@ func num(f float64) string {
 		return fmt.Sprintf("%.1f", f)
 	}
 	return fmt.Sprintf("%.2f", f)
+}
+
+var (
+	chartName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	nonWord   = regexp.MustCompile(`[^A-Za-z0-9]+`)
+)
+
+// SpreadChart is the chart every benchmark gets: each subject's samples of
+// metric m, one dot per run with the median marked, so the spread behind
+// the medians is visible.
+func SpreadChart(r Result, m Metric) (Chart, bool) {
+	c := plot.Chart{Title: fmt.Sprintf("%s: every run (bar = median)", m.Name), XLabel: m.Unit, Kind: plot.Strip}
+	for _, s := range r.Subjects {
+		if v := s.Samples[m.Name]; len(v) > 0 {
+			c.Series = append(c.Series, plot.Series{Name: s.Name, Y: v})
+		}
+	}
+	return Chart{Name: "runs-" + strings.Trim(strings.ToLower(nonWord.ReplaceAllString(m.Name, "-")), "-"), Chart: c}, len(c.Series) > 0
+}
+
+// WritePlots renders each completed outcome's charts, and the spread of
+// its first metric, as PNG files in dir and lists them in the result's
+// Plots (relative to dir, where the report goes).
+func WritePlots(dir string, outs []Outcome) error {
+	var errs []error
+	for i := range outs {
+		o := &outs[i]
+		if o.Err != nil {
+			continue
+		}
+		charts := o.Result.Charts
+		if len(o.Result.Metrics) > 0 {
+			if c, ok := SpreadChart(o.Result, o.Result.Metrics[0]); ok {
+				charts = append(charts, c)
+			}
+		}
+		for _, c := range charts {
+			if !chartName.MatchString(c.Name) {
+				errs = append(errs, fmt.Errorf("benchmark %s: chart name %q: want lowercase letters, digits and '-'", o.Bench.Name, c.Name))
+				continue
+			}
+			file := o.Bench.Name + "-" + c.Name + ".png"
+			if err := writeChart(filepath.Join(dir, file), c.Chart); err != nil {
+				errs = append(errs, fmt.Errorf("benchmark %s: %w", o.Bench.Name, err))
+				continue
+			}
+			o.Result.Plots = append(o.Result.Plots, file)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func writeChart(path string, c plot.Chart) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write chart: %w", err)
+	}
+	if err := plot.Render(f, c); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write chart %s: %w", path, err)
+	}
+	return nil
 }

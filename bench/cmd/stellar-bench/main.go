@@ -75,6 +75,9 @@ Benchmarks:
 	}
 	o := harness.Options{Short: *short, Runs: *runs, BinDir: bin, WorkDir: work, PlotDir: filepath.Dir(*out), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	outs := harness.RunAll(ctx, bench.All(), names, o)
+	if err := harness.WritePlots(o.PlotDir, outs); err != nil {
+		o.Log.Error("plots", "err", err)
+	}
 	report := harness.Report(harness.ReadMachine(), outs)
 	if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
