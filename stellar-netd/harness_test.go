@@ -59,13 +59,6 @@ func (f *fakeGossip) setMember(name, addr, status string) {
 	m.Addr, m.Status = addr, status
 }
 
-func (f *fakeGossip) removeMember(name string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.members, name)
-	delete(f.state, "nodes/"+name+"/subnet")
-}
-
 // serve answers for node self on the Unix socket path.
 func (f *fakeGossip) serve(t *testing.T, self, path string) {
 	t.Helper()
@@ -162,7 +155,6 @@ func tryNS(ns string, args ...string) (string, error) {
 
 var (
 	buildOnce sync.Once
-	binNetd   string
 	binIPAM   string
 	binCNIRun string
 	buildErr  error

@@ -27,7 +27,6 @@ var DataPath = harness.Benchmark{
 // stellar-netd.
 type node struct {
 	name, ns, dir, ip string
-	procs             []*exec.Cmd
 }
 
 func (n *node) conf() string { return filepath.Join(n.dir, "stellar.toml") }
