@@ -37,7 +37,9 @@ type backend struct {
 	ejections int // consecutive ejections
 	lastErr   string
 
-	stop context.CancelFunc
+	pool connPool // kept-alive connections of the lean path
+
+	stop func()
 }
 
 func newBackend(spec route.Backend) *backend {

@@ -35,6 +35,9 @@ type Config struct {
 	IdleConnsPerBackend int
 	// DialTimeout bounds connecting to a backend.
 	DialTimeout time.Duration
+	// DisableLean sends every request through httputil.ReverseProxy
+	// instead of the lean path for plain requests (see fast.go).
+	DisableLean bool
 }
 
 // DefaultConfig returns the defaults.
@@ -78,6 +81,7 @@ type Proxy struct {
 	tr     *http.Transport
 	rp     *httputil.ReverseProxy
 	hc     *http.Client
+	dialer *net.Dialer
 
 	cur atomic.Pointer[liveTable]
 	gen atomic.Uint64
@@ -111,6 +115,7 @@ func New(cfg Config, log *slog.Logger, reg *metrics.Registry) *Proxy {
 	}
 	p := &Proxy{cfg: cfg, log: log, access: log.With("log", "access"), backends: map[string]*backend{}, ctx: context.Background()}
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	p.dialer = d
 	p.tr = &http.Transport{
 		DialContext:           d.DialContext,
 		MaxIdleConns:          0,
@@ -170,7 +175,7 @@ func (p *Proxy) Update(t *route.Table, ex Extras) {
 					if b == nil {
 						b = newBackend(bs)
 						ctx, cancel := context.WithCancel(p.ctx)
-						b.stop = cancel
+						b.stop = func() { cancel(); b.pool.close() }
 						p.backends[k] = b
 						go b.checkLoop(ctx, host, p.hc, func(addr string, healthy bool, err error) {
 							if healthy {
@@ -418,6 +423,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.backend = lr.pick(nil)
 	if st.backend == nil {
 		http.Error(sw, "stellar-proxyd: no backend for "+host+lr.r.Path, http.StatusServiceUnavailable)
+		return
+	}
+	if p.leanOK(r) {
+		p.serveLean(sw, r, st)
 		return
 	}
 	p.rp.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))

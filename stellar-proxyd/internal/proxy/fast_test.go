@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"stellar.dev/api/gossipapi"
+	"stellar.dev/stellar-proxyd/internal/guard"
+	"stellar.dev/stellar-proxyd/internal/route"
+)
+
+// echoBackend answers according to the request's path, echoing what it
+// received so both paths can be compared.
+func echoBackend(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := func(w io.Writer, r *http.Request) {
+		var keys []string
+		for k := range r.Header {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		fmt.Fprintf(w, "%s %s host=%s\n", r.Method, r.RequestURI, r.Host)
+		for _, k := range keys {
+			fmt.Fprintf(w, "%s=%q\n", k, r.Header[k])
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/echo/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Answer", "echo")
+		w.Header().Set("Connection", "X-Private")
+		w.Header().Set("X-Private", "secret")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		echo(w, r)
+	})
+	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		for i := range 5 {
+			fmt.Fprintf(w, "part %d\n", i)
+			w.(http.Flusher).Flush()
+		}
+		w.Header().Set("X-Sum", "15")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "late")
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "300000")
+		w.Write(bytes.Repeat([]byte("0123456789"), 30000))
+	})
+	mux.HandleFunc("/status/", func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/status/"))
+		w.Header().Set("X-Code", strconv.Itoa(code))
+		w.WriteHeader(code)
+		if code != http.StatusNoContent && code != http.StatusNotModified {
+			io.WriteString(w, "body of "+strconv.Itoa(code))
+		}
+	})
+	mux.HandleFunc("/hints", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "after hints")
+	})
+	mux.HandleFunc("/close", func(w http.ResponseWriter, r *http.Request) {
+		// An answer delimited by the end of the connection (HTTP/1.0 style).
+		c, bw, _ := http.NewResponseController(w).Hijack()
+		defer c.Close()
+		bw.WriteString("HTTP/1.0 200 OK\r\nX-Old: yes\r\n\r\nuntil the end")
+		bw.Flush()
+	})
+	mux.HandleFunc("/bad-head", func(w http.ResponseWriter, r *http.Request) {
+		c, bw, _ := http.NewResponseController(w).Hijack()
+		defer c.Close()
+		bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
+		bw.Flush()
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// startProxy serves a one-route table to backend through guard, as the
+// daemon does.
+func startProxy(t *testing.T, backend string, lean bool) string {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(backend)
+	tab, err := route.Build([]gossipapi.Entry{
+		{Key: "apps/b", Value: []byte(`{"name":"b","services":[{"name":"web","endpoints":[{"host":"b.test","port":` + port + `}]}]}`)},
+		{Key: "nodes/n/instances/b/web/0", Value: []byte(`{"ip":"` + host + `"}`)},
+	}, route.DefaultDefaults(time.Hour))
+	if len(err) > 0 {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.DisableLean = !lean
+	p := New(cfg, slog.New(slog.DiscardHandler), nil)
+	p.Update(tab, Extras{})
+	l, lerr := net.Listen("tcp", "127.0.0.1:0")
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	srv := &http.Server{Handler: p, ConnContext: guard.WithConn}
+	go srv.Serve(guard.Listener{Listener: l})
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// rawExchange sends one raw request and returns the answer normalized:
+// status line, headers sorted without Date, body (chunked decoded), and
+// trailers.
+func rawExchange(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	method := strings.SplitN(req, " ", 2)[0]
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %d\n", resp.Proto, resp.StatusCode)
+	var keys []string
+	for k := range resp.Header {
+		if k != "Date" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s: %q\n", k, resp.Header[k])
+	}
+	fmt.Fprintf(&b, "chunked=%v length=%d\n\n%s\n", slices.Contains(resp.TransferEncoding, "chunked"), resp.ContentLength, body)
+	if err != nil {
+		fmt.Fprintf(&b, "body error: %v\n", err)
+	}
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range resp.Trailer {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		fmt.Fprintf(&b, "trailer %s: %q\n", k, resp.Trailer[k])
+	}
+	return b.String()
+}
+
+func TestLean_sameAnswersAsReverseProxy(t *testing.T) {
+	backend := echoBackend(t)
+	lean := startProxy(t, backend, true)
+	classic := startProxy(t, backend, false)
+	const h = "Host: b.test\r\n"
+	tests := []struct{ name, req string }{
+		{"plain get", "GET /echo/a?x=1&y=%20z HTTP/1.1\r\n" + h + "User-Agent: t\r\nAccept: */*\r\n\r\n"},
+		{"repeated headers", "GET /echo/r HTTP/1.1\r\n" + h + "X-Multi: 1\r\nX-Multi: 2\r\nCookie: a=1\r\n\r\n"},
+		{"forwarded headers replaced", "GET /echo/f HTTP/1.1\r\n" + h + "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nForwarded: for=1.2.3.4\r\n\r\n"},
+		{"hop headers dropped", "GET /echo/h HTTP/1.1\r\n" + h + "Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 300\r\nProxy-Connection: x\r\nTe: trailers, deflate\r\nProxy-Authorization: basic x\r\n\r\n"},
+		{"no user agent", "GET /echo/ua HTTP/1.1\r\n" + h + "\r\n"},
+		{"head", "HEAD /echo/head HTTP/1.1\r\n" + h + "\r\n"},
+		{"options", "OPTIONS /echo/o HTTP/1.1\r\n" + h + "\r\n"},
+		{"delete", "DELETE /echo/d HTTP/1.1\r\n" + h + "\r\n"},
+		{"http/1.0 client", "GET /echo/old HTTP/1.0\r\n" + h + "\r\n"},
+		{"chunked answer with trailers", "GET /chunked HTTP/1.1\r\n" + h + "\r\n"},
+		{"big answer", "GET /big HTTP/1.1\r\n" + h + "\r\n"},
+		{"head of big answer", "HEAD /big HTTP/1.1\r\n" + h + "\r\n"},
+		{"no content", "GET /status/204 HTTP/1.1\r\n" + h + "\r\n"},
+		{"not modified", "GET /status/304 HTTP/1.1\r\n" + h + "\r\n"},
+		{"not found", "GET /status/404 HTTP/1.1\r\n" + h + "\r\n"},
+		{"server error", "GET /status/503 HTTP/1.1\r\n" + h + "\r\n"},
+		{"early hints dropped", "GET /hints HTTP/1.1\r\n" + h + "\r\n"},
+		{"answer until close", "GET /close HTTP/1.1\r\n" + h + "\r\n"},
+		{"conflicting lengths", "GET /bad-head HTTP/1.1\r\n" + h + "\r\n"},
+		{"post goes the other way", "POST /echo/p HTTP/1.1\r\n" + h + "Content-Length: 3\r\n\r\nabc"},
+		{"no route", "GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := rawExchange(t, lean, tt.req)
+			want := rawExchange(t, classic, tt.req)
+			if got != want {
+				t.Errorf("lean path answered\n%s\nReverseProxy path answered\n%s", got, want)
+			}
+		})
+	}
+}
