@@ -451,7 +451,7 @@ func TestAppd_containersOnContainerd(t *testing.T) {
 		port := freePort(t)
 		web := parse(t, fmt.Sprintf(`{"name":"web","services":[{"name":"www","image":"stellar.test/httpd:latest","network":false,
 			"process":{"args":["/httpd","--listen","127.0.0.1:%d"]},
-			"health":{"http":"/health","port":%d,"interval":"500ms","timeout":"400ms","retries":2}}]}`, port, port))
+			"health":{"http":"/health","port":%d,"interval":"1s","timeout":"1s","retries":2}}]}`, port, port))
 		if _, err := h.api.Create(ctx, web); err != nil {
 			t.Fatal(err)
 		}

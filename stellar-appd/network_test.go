@@ -99,7 +99,7 @@ func TestAppd_networking(t *testing.T) {
 	}
 	web := parse(t, `{"name":"web","services":[{"name":"www","image":"stellar.test/httpd:latest","instances":2,
 		"process":{"args":["/httpd","--listen",":8080"]},
-		"health":{"http":"/health","port":8080,"interval":"500ms","timeout":"400ms","retries":3}}]}`)
+		"health":{"http":"/health","port":8080,"interval":"1s","timeout":"1s","retries":3}}]}`)
 	if _, err := h.api.Create(ctx, web); err != nil {
 		t.Fatal(err)
 	}

@@ -80,6 +80,7 @@ type instState struct {
 	updatedAt     time.Time // when it was replaced by an update
 	handover      time.Time // when it was first seen placed elsewhere
 	exitAt        time.Time // when its exit was noticed
+	everHealthy   bool      // passed a check since its last start
 	updatePending time.Time // when an update of it was first due
 }
 
@@ -492,6 +493,7 @@ func (r *reconciler) start(ctx context.Context, id string, w want, st *instState
 	}
 	st.lastStart = now
 	st.lastErr = ""
+	st.everHealthy = false
 	st.health = appapi.HealthUnknown
 	st.healthFails = 0
 	st.nextProbe = now
@@ -578,6 +580,7 @@ func (r *reconciler) restart(ctx context.Context, c containers.Container, st *in
 	st.exitAt = time.Time{}
 	st.lastStart = now
 	r.mu.Lock()
+	st.everHealthy = false
 	st.health = appapi.HealthUnknown
 	st.healthFails = 0
 	st.nextProbe = now
@@ -592,6 +595,11 @@ func (r *reconciler) runProbe(ctx context.Context, c containers.Container, h *ap
 	defer r.mu.Unlock()
 	st.probing = false
 	if err != nil {
+		if !st.everHealthy && time.Since(st.lastStart) < startGrace {
+			// Still starting: not yet a failure.
+			st.lastErr = "health: " + err.Error()
+			return
+		}
 		st.healthFails++
 		if st.health != appapi.HealthHealthy || st.healthFails >= h.Retries {
 			st.health = appapi.HealthUnhealthy
@@ -601,6 +609,7 @@ func (r *reconciler) runProbe(ctx context.Context, c containers.Container, h *ap
 	}
 	st.healthFails = 0
 	st.health = appapi.HealthHealthy
+	st.everHealthy = true
 	if strings.HasPrefix(st.lastErr, "health: ") {
 		st.lastErr = ""
 	}
@@ -658,6 +667,10 @@ func (r *reconciler) mayUpdate(v *view, w want, c containers.Container, now time
 	r.mu.Unlock()
 	return true
 }
+
+// startGrace is how long failed health checks of a starting instance (one
+// that has not passed a check since it started) are not counted.
+const startGrace = 30 * time.Second
 
 // minStable is how long an updated instance with no health check must
 // run before the update moves on.
