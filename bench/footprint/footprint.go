@@ -34,9 +34,9 @@ type proc struct {
 }
 
 func run(ctx context.Context, o harness.Options) (harness.Result, error) {
-	idle := 15 * time.Second
+	idle, settle, containers := 10*time.Second, 3*time.Second, 20
 	if o.Short {
-		idle = 2 * time.Second
+		idle, settle, containers = 2*time.Second, time.Second, 2
 	}
 	res := harness.Result{
 		Goal: "every daemon under 20 MiB RSS idle; all five together under 100 MiB (a k3s agent is published at ~275 MB)",
@@ -46,13 +46,17 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			{Name: "size", Unit: "MiB"},
 		},
 	}
-	total := harness.Subject{Name: "Stellar node (all five daemons)", Kind: harness.KindStellar, Version: version(o.BinDir)}
+	ver := version(o.BinDir)
+	total := harness.Subject{Name: "Stellar node, 0 containers (five daemons)", Kind: harness.KindStellar, Version: ver}
+	loaded := harness.Subject{Name: fmt.Sprintf("Stellar node, %d containers (five daemons)", containers), Kind: harness.KindStellar, Version: ver}
+	loadedAll := harness.Subject{Name: fmt.Sprintf("Stellar node, %d containers (five daemons + containerd + shims)", containers), Kind: harness.KindStellar, Version: ver}
 	subs := map[string]*harness.Subject{}
 	for _, d := range daemons {
-		subs[d] = &harness.Subject{Name: "stellar-" + d, Kind: harness.KindStellar, Version: total.Version}
+		subs[d] = &harness.Subject{Name: "stellar-" + d + " (0 containers)", Kind: harness.KindStellar, Version: ver}
 	}
 	serf := harness.Subject{Name: "serf agent (Debian)", Kind: harness.KindPeer, Version: harness.PackageVersion("serf")}
-	ctrd := harness.Subject{Name: "containerd (Debian)", Kind: harness.KindPeer, Version: harness.PackageVersion("containerd")}
+	ctrd := harness.Subject{Name: "containerd (Debian), 0 containers", Kind: harness.KindPeer, Version: harness.PackageVersion("containerd")}
+	plain := harness.Subject{Name: fmt.Sprintf("containerd + shims, %d containers by ctr (no Stellar)", containers), Kind: harness.KindPeer, Version: ctrd.Version}
 
 	var sizeTotal float64
 	for _, d := range daemons {
@@ -75,6 +79,11 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			}
 		}
 	}
+	image, err := writeBusybox(ctx, o.WorkDir)
+	var notes []string
+	if err != nil {
+		notes = append(notes, fmt.Sprintf("No node with containers was measured: %v.", err))
+	}
 
 	for i := 0; i < o.Runs; i++ {
 		dir, err := os.MkdirTemp(o.WorkDir, "node-")
@@ -86,62 +95,171 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			stopAll(procs)
 			return res, err
 		}
+		ns := fmt.Sprintf("/proc/%d/ns/net", procs[0].cmd.Process.Pid)
+		sock := filepath.Join(dir, "containerd", "containerd.sock")
 		if p, err := startSerf(dir); err == nil {
 			procs = append(procs, p)
 		} else {
 			o.Log.Warn("serf agent not measured", "err", err)
 		}
-		if p, err := startContainerd(dir); err == nil {
+		if p, err := startContainerd(filepath.Join(dir, "containerd"), ns); err == nil {
 			procs = append(procs, p)
 		} else {
 			o.Log.Warn("containerd not measured", "err", err)
 		}
+		pids := map[string][]int{}
+		for _, p := range procs {
+			if p.name != "holder" {
+				pids[p.name] = []int{p.cmd.Process.Pid}
+			}
+		}
 		// Let start-up settle, then measure CPU over the idle window.
 		time.Sleep(2 * time.Second)
-		before := map[string]float64{}
-		for _, p := range procs {
-			before[p.name] = cpuSeconds(p.cmd.Process.Pid)
-		}
-		select {
-		case <-ctx.Done():
+		m, err := measure(ctx, idle, pids)
+		if err != nil {
 			stopAll(procs)
-			return res, ctx.Err()
-		case <-time.After(idle):
+			return res, err
 		}
 		var rssTotal, cpuTotal float64
-		for _, p := range procs {
-			rss := rssMiB(p.cmd.Process.Pid)
-			cpu := (cpuSeconds(p.cmd.Process.Pid) - before[p.name]) / idle.Seconds() * 100
-			switch p.name {
-			case "holder":
+		for name, v := range m {
+			switch name {
 			case "serf":
-				serf.Add("rss", rss)
-				serf.Add("cpu", cpu)
+				serf.Add("rss", v.rss)
+				serf.Add("cpu", v.cpu)
 			case "containerd":
-				ctrd.Add("rss", rss)
-				ctrd.Add("cpu", cpu)
+				ctrd.Add("rss", v.rss)
+				ctrd.Add("cpu", v.cpu)
 			default:
-				subs[p.name].Add("rss", rss)
-				subs[p.name].Add("cpu", cpu)
-				rssTotal += rss
-				cpuTotal += cpu
+				subs[name].Add("rss", v.rss)
+				subs[name].Add("cpu", v.cpu)
+				rssTotal += v.rss
+				cpuTotal += v.cpu
 			}
 		}
 		total.Add("rss", rssTotal)
 		total.Add("cpu", cpuTotal)
+
+		if image != "" && pids["containerd"] != nil {
+			if err := runApp(ctx, filepath.Join(dir, "run"), image, containers); err != nil {
+				o.Log.Warn("node with containers not measured", "err", err)
+				notes = append(notes, fmt.Sprintf("Run %d: the node with %d containers was not measured: %v.", i+1, containers, err))
+			} else {
+				time.Sleep(settle)
+				delete(pids, "serf")
+				pids["shims"] = shimsOf(sock)
+				m, err := measure(ctx, idle, pids)
+				if err != nil {
+					cleanContainers(sock, "stellar")
+					stopAll(procs)
+					return res, err
+				}
+				var rss, cpu float64
+				for name, v := range m {
+					if name != "containerd" && name != "shims" {
+						rss += v.rss
+						cpu += v.cpu
+					}
+				}
+				loaded.Add("rss", rss)
+				loaded.Add("cpu", cpu)
+				loadedAll.Add("rss", rss+m["containerd"].rss+m["shims"].rss)
+				loadedAll.Add("cpu", cpu+m["containerd"].cpu+m["shims"].cpu)
+			}
+		}
+		// appd first, so it does not restart what is being cleaned.
+		for _, p := range procs {
+			if p.name == "appd" {
+				stopAll([]proc{p})
+			}
+		}
+		cleanContainers(sock, "stellar")
 		stopAll(procs)
+		unmountUnder(dir)
+
+		if image != "" {
+			if err := measurePlain(ctx, o, filepath.Join(dir, "plain"), image, containers, idle, settle, &plain); err != nil {
+				o.Log.Warn("containerd with containers not measured", "err", err)
+				notes = append(notes, fmt.Sprintf("Run %d: containerd alone with %d containers was not measured: %v.", i+1, containers, err))
+			}
+			unmountUnder(dir)
+		}
 		os.RemoveAll(dir)
 	}
-	res.Subjects = append(res.Subjects, total)
+	res.Subjects = append(res.Subjects, total, loaded, loadedAll)
 	for _, d := range daemons {
 		res.Subjects = append(res.Subjects, *subs[d])
 	}
-	res.Subjects = append(res.Subjects, serf, ctrd)
+	res.Subjects = append(res.Subjects, serf, ctrd, plain)
 	res.Notes = append(res.Notes,
-		fmt.Sprintf("Each run starts a fresh node (all five daemons, serf agent, containerd) in a private network namespace, waits 2 s, then measures CPU over %s of idle and RSS at its end.", idle),
-		"A node with 20 containers is not measured yet: it needs stellar-appd running containers through the lab.",
-		"RSS is VmRSS from /proc; CPU is utime+stime over the window.")
+		fmt.Sprintf("Each run starts a fresh node (all five daemons, containerd, serf agent) in a private network namespace, waits 2 s, then measures CPU over %s of idle and RSS at its end.", idle),
+		fmt.Sprintf("Then stellar-appd runs %d containers (busybox `sleep`, network false, in the node's private namespace) through that real containerd; after %s the same window is measured again. The containers' own processes are not counted; containerd and its shims (one per container) are, in the last Stellar row.", containers, settle),
+		fmt.Sprintf("Peer for the loaded node: a fresh containerd in its own private namespace running the same %d containers with `ctr run -d` (what an operator without an orchestrator has), containerd + shims counted.", containers),
+		"RSS is VmRSS from /proc (shared pages counted in every process, so totals overstate); CPU is utime+stime over the window. The ratio column compares the node with 0 containers.")
+	res.Notes = append(res.Notes, notes...)
 	return res, nil
+}
+
+// sample is one group of processes' figures.
+type sample struct{ rss, cpu float64 }
+
+// measure returns each group's RSS at the end of an idle window and its CPU
+// (percent of a core) over it.
+func measure(ctx context.Context, idle time.Duration, groups map[string][]int) (map[string]sample, error) {
+	before := map[string]float64{}
+	for name, ps := range groups {
+		for _, pid := range ps {
+			before[name] += cpuSeconds(pid)
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(idle):
+	}
+	out := map[string]sample{}
+	for name, ps := range groups {
+		var s sample
+		for _, pid := range ps {
+			s.rss += rssMiB(pid)
+			s.cpu += cpuSeconds(pid)
+		}
+		s.cpu = (s.cpu - before[name]) / idle.Seconds() * 100
+		out[name] = s
+	}
+	return out, nil
+}
+
+// measurePlain runs n containers on a fresh containerd with ctr, in a
+// private network namespace, and adds containerd + shims to s.
+func measurePlain(ctx context.Context, o harness.Options, dir, image string, n int, idle, settle time.Duration, s *harness.Subject) error {
+	holder, err := newHolder()
+	if err != nil {
+		return err
+	}
+	defer stopAll([]proc{holder})
+	c, err := startContainerd(dir, fmt.Sprintf("/proc/%d/ns/net", holder.cmd.Process.Pid))
+	if err != nil {
+		return err
+	}
+	sock := filepath.Join(dir, "containerd.sock")
+	defer func() {
+		cleanContainers(sock, plainNamespace)
+		stopAll([]proc{c})
+	}()
+	if err := waitFor(ctx, 30*time.Second, func() bool { return ctrCmd(sock, "version").Run() == nil }); err != nil {
+		return fmt.Errorf("containerd did not serve: %w", err)
+	}
+	if err := runPlain(ctx, sock, image, n); err != nil {
+		return err
+	}
+	time.Sleep(settle)
+	m, err := measure(ctx, idle, map[string][]int{"containerd": {c.cmd.Process.Pid}, "shims": shimsOf(sock)})
+	if err != nil {
+		return err
+	}
+	s.Add("rss", m["containerd"].rss+m["shims"].rss)
+	s.Add("cpu", m["containerd"].cpu+m["shims"].cpu)
+	return nil
 }
 
 func version(binDir string) string {
@@ -193,14 +311,12 @@ containerd = %q
 		return nil, err
 	}
 	// One holder process keeps the namespace; the daemons join it.
-	holder := exec.Command("unshare", "--net", "--", "sh", "-c", "ip link set lo up; exec sleep 100000")
-	holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := holder.Start(); err != nil {
-		return nil, fmt.Errorf("make network namespace (needs root): %w", err)
+	holder, err := newHolder()
+	if err != nil {
+		return nil, err
 	}
-	procs := []proc{{name: "holder", cmd: holder}}
-	time.Sleep(200 * time.Millisecond)
-	ns := fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)
+	procs := []proc{holder}
+	ns := fmt.Sprintf("/proc/%d/ns/net", holder.cmd.Process.Pid)
 	for _, d := range daemons {
 		c := exec.Command("nsenter", "--net="+ns, "--", filepath.Join(o.BinDir, "stellar-"+d), "--config", cfg)
 		logf, _ := os.Create(filepath.Join(dir, d+".log"))
@@ -229,6 +345,18 @@ containerd = %q
 	return procs, nil
 }
 
+// newHolder starts a process in a new network namespace (lo up) that keeps
+// it while others join it.
+func newHolder() (proc, error) {
+	holder := exec.Command("unshare", "--net", "--", "sh", "-c", "ip link set lo up; exec sleep 100000")
+	holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := holder.Start(); err != nil {
+		return proc{}, fmt.Errorf("make network namespace (needs root): %w", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	return proc{name: "holder", cmd: holder}, nil
+}
+
 func startSerf(dir string) (proc, error) {
 	if _, err := exec.LookPath("serf"); err != nil {
 		return proc{}, fmt.Errorf("serf is not installed (make bench-deps): %w", err)
@@ -241,20 +369,26 @@ func startSerf(dir string) (proc, error) {
 	return proc{name: "serf", cmd: c}, nil
 }
 
-func startContainerd(dir string) (proc, error) {
+// startContainerd starts containerd with its root, state and socket
+// (containerd.sock) under root, inside the network namespace ns, so its
+// shims and containers are there too.
+func startContainerd(root, ns string) (proc, error) {
 	if _, err := exec.LookPath("containerd"); err != nil {
 		return proc{}, err
 	}
-	root := filepath.Join(dir, "containerd")
-	cfg := filepath.Join(dir, "containerd.toml")
-	body := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\naddress = %q\n", filepath.Join(root, "root"), filepath.Join(root, "state"), filepath.Join(root, "containerd.sock"))
+	cfg := filepath.Join(root, "containerd.toml")
+	sock := filepath.Join(root, "containerd.sock")
+	body := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\naddress = %q\n[ttrpc]\naddress = %q\n[debug]\naddress = \"\"\n[metrics]\naddress = \"\"\n",
+		filepath.Join(root, "root"), filepath.Join(root, "state"), sock, sock+".ttrpc")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return proc{}, err
 	}
 	if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 		return proc{}, err
 	}
-	c := exec.Command("containerd", "--config", cfg)
+	c := exec.Command("nsenter", "--net="+ns, "--", "containerd", "--config", cfg)
+	logf, _ := os.Create(filepath.Join(root, "containerd.log"))
+	c.Stdout, c.Stderr = logf, logf
 	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.Start(); err != nil {
 		return proc{}, err

@@ -74,6 +74,9 @@ Benchmarks:
 		names = strings.Split(*only, ",")
 	}
 	o := harness.Options{Short: *short, Runs: *runs, BinDir: bin, WorkDir: work, PlotDir: filepath.Dir(*out), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	if err := os.MkdirAll(o.PlotDir, 0o755); err != nil {
+		return fmt.Errorf("make report directory: %w", err)
+	}
 	outs := harness.RunAll(ctx, bench.All(), names, o)
 	if err := harness.WritePlots(o.PlotDir, outs); err != nil {
 		o.Log.Error("plots", "err", err)
