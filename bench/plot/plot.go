@@ -49,6 +49,9 @@ type Chart struct {
 	Kind Kind
 	// Series are drawn in order, each in its own colour.
 	Series []Series
+	// LogX puts the X axis (a Line's or CDF's) on a log scale, for long
+	// latency tails; values at or below zero are drawn at the axis' left.
+	LogX bool
 }
 
 // Validate says what is wrong with c, if anything.
@@ -98,7 +101,7 @@ func Render(w io.Writer, c Chart) error {
 	}
 	img := image.NewRGBA(image.Rect(0, 0, width, height))
 	fill(img, img.Rect, white)
-	text(img, (width-textWidth(c.Title))/2, 14, c.Title, black)
+	text(img, (width-textWidth(c.Title))/2, 8, c.Title, black)
 	switch c.Kind {
 	case Strip:
 		drawStrip(img, c)
@@ -117,9 +120,13 @@ type frame struct {
 	x0, x1       float64
 	y0, y1       float64
 	xstep, ystep float64
+	logX         bool // x0, x1 and xstep are exponents of ten
 }
 
 func (f frame) px(x float64) int {
+	if f.logX {
+		x = math.Log10(math.Max(x, math.Pow(10, f.x0)))
+	}
 	return clamp(float64(f.area.Min.X)+math.Round((x-f.x0)/(f.x1-f.x0)*float64(f.area.Dx())), width)
 }
 
@@ -184,8 +191,12 @@ func drawXY(img *image.RGBA, c Chart) {
 		legendW = max(legendW, textWidth(s.Name))
 	}
 	legendW = min(legendW+40, width/2)
-	f := frame{area: image.Rect(100, 50, width-30-legendW, height-70)}
+	f := frame{area: image.Rect(100, 60, width-30-legendW, height-70)}
 	f.x0, f.x1, f.xstep = axisRange(xs, c.Kind == CDF)
+	if c.LogX {
+		f.logX = true
+		f.x0, f.x1, f.xstep = logRange(xs)
+	}
 	f.y0, f.y1, f.ystep = axisRange(ys, true)
 	if c.Kind == CDF {
 		f.y0, f.y1, f.ystep = 0, 1, 0.2
@@ -217,7 +228,7 @@ func drawStrip(img *image.RGBA, c Chart) {
 		labelW = max(labelW, textWidth(s.Name))
 	}
 	labelW = min(labelW, width/2)
-	f := frame{area: image.Rect(labelW+30, 50, width-40, height-70)}
+	f := frame{area: image.Rect(labelW+30, 40, width-40, height-70)}
 	f.x0, f.x1, f.xstep = axisRange(vs, true)
 	f.y0, f.y1 = 0, float64(len(c.Series))
 	xaxis(img, f, c.XLabel)
@@ -254,17 +265,24 @@ func axes(img *image.RGBA, f frame, xlabel, ylabel string) {
 		text(img, f.area.Min.X-8-textWidth(l), y-charH/2+2, l, black)
 	}
 	line(img, f.area.Min.X, f.area.Min.Y, f.area.Min.X, f.area.Max.Y, black)
-	text(img, 8, 24, ylabel, black)
+	text(img, 8, 32, ylabel, black)
 }
 
 func xaxis(img *image.RGBA, f frame, xlabel string) {
 	for _, v := range ticks(f.x0, f.x1, f.xstep) {
 		x := f.px(v)
+		if f.logX {
+			x = f.area.Min.X + int(math.Round((v-f.x0)/(f.x1-f.x0)*float64(f.area.Dx())))
+		}
 		for y := f.area.Min.Y; y < f.area.Max.Y; y += 2 {
 			img.Set(x, y, grey)
 		}
 		line(img, x, f.area.Max.Y, x, f.area.Max.Y+5, black)
 		l := label(v, f.xstep)
+		if f.logX {
+			l = strconv.FormatFloat(math.Pow(10, v), 'g', -1, 64)
+			x = f.area.Min.X + int(math.Round((v-f.x0)/(f.x1-f.x0)*float64(f.area.Dx())))
+		}
 		text(img, x-textWidth(l)/2, f.area.Max.Y+10, l, black)
 	}
 	line(img, f.area.Min.X, f.area.Max.Y, f.area.Max.X, f.area.Max.Y, black)
@@ -286,6 +304,25 @@ func axisRange(vs []float64, fromZero bool) (lo, hi, step float64) {
 	}
 	step = niceStep((hi - lo) / 5)
 	return math.Floor(lo/step) * step, math.Ceil(hi/step) * step, step
+}
+
+// logRange returns whole decades (as exponents) covering the positive
+// values of vs.
+func logRange(vs []float64) (lo, hi, step float64) {
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, v := range vs {
+		if v > 0 {
+			lo, hi = math.Min(lo, math.Log10(v)), math.Max(hi, math.Log10(v))
+		}
+	}
+	if math.IsInf(lo, 0) {
+		return 0, 1, 1
+	}
+	lo, hi = math.Floor(lo), math.Ceil(hi)
+	if hi <= lo {
+		hi = lo + 1
+	}
+	return lo, hi, 1
 }
 
 func niceStep(raw float64) float64 {

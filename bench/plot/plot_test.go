@@ -18,6 +18,9 @@ func TestRender_everyKindDecodesAsPNG(t *testing.T) {
 		"cdf": {Title: "latency", XLabel: "µs – p50", YLabel: "fraction", Kind: CDF, Series: []Series{
 			{Name: "a", Y: []float64{3, 1, 2, 8, 5}}, {Name: "b", Y: []float64{0.5}},
 		}},
+		"cdf-log": {Title: "latency tail", XLabel: "ms", YLabel: "fraction", Kind: CDF, LogX: true, Series: []Series{
+			{Name: "a", Y: []float64{0.05, 0.1, 0.1, 0.2, 0.3, 40, 0}}, {Name: "b", Y: []float64{0.2, 0.3, 270}},
+		}},
 		"strip": {Title: "runs", XLabel: "MiB", Kind: Strip, Series: []Series{
 			{Name: "stellar-gossip", Y: []float64{12, 12.5, 13}}, {Name: strings.Repeat("long name ", 20), Y: []float64{0, 0, 0}},
 		}},
@@ -70,7 +73,7 @@ func FuzzRender(f *testing.F) {
 	f.Add(-1e300, 1e300, 0.0, uint8(1))
 	f.Add(0.0, 0.0, 0.0, uint8(2))
 	f.Fuzz(func(t *testing.T, a, b, c float64, kind uint8) {
-		ch := Chart{Title: "f", Kind: Kind(kind % 3), Series: []Series{{Name: "s", X: []float64{a, b, c}, Y: []float64{c, b, a}}}}
+		ch := Chart{Title: "f", Kind: Kind(kind % 3), LogX: kind&4 != 0, Series: []Series{{Name: "s", X: []float64{a, b, c}, Y: []float64{c, b, a}}}}
 		_ = Render(&bytes.Buffer{}, ch) // must not panic or hang
 	})
 }
