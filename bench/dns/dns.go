@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"stellar.dev/bench/harness"
+	"stellar.dev/bench/plot"
 )
 
 // Benchmark is the DNS benchmark.
@@ -54,7 +55,8 @@ type subject struct {
 	s    harness.Subject
 	addr string // ip
 	cmd  *exec.Cmd
-	skip string // why it is not measured
+	skip string    // why it is not measured
+	cdf  []float64 // dnsload latency quantiles (ms), every run
 }
 
 func run(ctx context.Context, o harness.Options) (harness.Result, error) {
@@ -156,6 +158,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			s.skip = err.Error()
 		}
 	}
+	lat := plot.Chart{Title: "DNS latency, 10 queries outstanding (dnsload, runs pooled)", XLabel: "ms", YLabel: "fraction of queries", Kind: plot.CDF, LogX: true}
 	for r := 0; r < o.Runs; r++ {
 		for _, s := range subs {
 			if s.skip != "" {
@@ -170,12 +173,13 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			if avg > 0 {
 				s.s.Add("avg", avg)
 			}
-			p50, p99, err := dnsload(ctx, tools, s.addr, qfile, loadSecs, 10)
+			p50, p99, cdf, err := dnsload(ctx, tools, s.addr, qfile, loadSecs, 10)
 			if err != nil {
 				return res, fmt.Errorf("%s: %w", s.s.Name, err)
 			}
 			s.s.Add("p50", p50)
 			s.s.Add("p99", p99)
+			s.cdf = append(s.cdf, cdf...)
 		}
 	}
 	for _, s := range subs {
@@ -184,6 +188,12 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			continue
 		}
 		res.Subjects = append(res.Subjects, s.s)
+		if len(s.cdf) > 0 {
+			lat.Series = append(lat.Series, plot.Series{Name: s.s.Name, Y: s.cdf})
+		}
+	}
+	if len(lat.Series) > 0 {
+		res.Charts = append(res.Charts, harness.Chart{Name: "latency-cdf", Chart: lat})
 	}
 	return res, nil
 }
@@ -470,13 +480,23 @@ func dnsperf(ctx context.Context, t tools, ip, qfile string, secs int) (qps, avg
 }
 
 // dnsload returns p50 and p99 latency (ms) with n queries outstanding.
-func dnsload(ctx context.Context, t tools, ip, qfile string, secs, n int) (p50, p99 float64, err error) {
+// cdf holds 200 evenly spaced quantiles of the latency (ms).
+func dnsload(ctx context.Context, t tools, ip, qfile string, secs, n int) (p50, p99 float64, cdf []float64, err error) {
 	out, err := harness.Pinned(loadCPU, t.load, "-s", ip+":"+port, "-d", qfile, "-l", fmt.Sprintf("%ds", secs), "-q", strconv.Itoa(n)).Output()
 	if err != nil {
-		return 0, 0, fmt.Errorf("dnsload: %w", err)
+		return 0, 0, nil, fmt.Errorf("dnsload: %w", err)
 	}
 	kv := parseKV(string(out))
-	return kv["p50_ms"], kv["p99_ms"], nil
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "cdf_ms="); ok {
+			for _, f := range strings.Split(v, ",") {
+				if x, err := strconv.ParseFloat(f, 64); err == nil {
+					cdf = append(cdf, x)
+				}
+			}
+		}
+	}
+	return kv["p50_ms"], kv["p99_ms"], cdf, nil
 }
 
 func parseKV(s string) map[string]float64 {

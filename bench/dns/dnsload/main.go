@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,12 @@ func main() {
 		return float64(lats[int(p*float64(len(lats)-1))].Microseconds()) / 1000
 	}
 	fmt.Printf("qps=%.0f p50_ms=%.3f p99_ms=%.3f lost=%d\n", float64(len(lats))/dur.Seconds(), pct(0.50), pct(0.99), lost)
+	// The distribution, for the report's CDF: 200 evenly spaced quantiles.
+	qs := make([]string, 0, 200)
+	for i := 0; i < 200 && len(lats) > 0; i++ {
+		qs = append(qs, strconv.FormatFloat(pct(float64(i)/199), 'f', 3, 64))
+	}
+	fmt.Printf("cdf_ms=%s\n", strings.Join(qs, ","))
 }
 
 var types = map[string]uint16{"A": 1, "AAAA": 28, "TXT": 16, "SRV": 33, "MX": 15}
