@@ -377,6 +377,39 @@ func TestAppd_containersOnContainerd(t *testing.T) {
 		}
 	})
 
+	t.Run("sctl", func(t *testing.T) {
+		sctl := daemontest.Build(t, "stellar.dev/sctl")
+		run := func(args ...string) string {
+			out, err := exec.Command(sctl, append([]string{"--config", h.cfg}, args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("sctl %v: %v: %s", args, err, out)
+			}
+			return string(out)
+		}
+		lines := strings.Split(strings.TrimSpace(run("apps", "list")), "\n")
+		if len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "NAME SERVICES" || strings.Join(strings.Fields(lines[1]), " ") != "bb 1" {
+			t.Fatalf("apps list:\n%s", strings.Join(lines, "\n"))
+		}
+		out := run("apps", "inspect", "bb")
+		for _, want := range []string{"Name: bb", "Name: bb.sleep", "Image: stellar.test/busybox:latest", "Instances: 3", "0.sleep.bb", "node-a", "running"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("apps inspect lacks %q:\n%s", want, out)
+			}
+		}
+		if out := run("images", "list"); !strings.Contains(out, "stellar.test/httpd:latest") {
+			t.Fatalf("images list:\n%s", out)
+		}
+		bad := filepath.Join(h.dir, "bad.toml")
+		_ = os.WriteFile(bad, []byte("name = \"x\"\n[[services]]\nname = \"s\"\nimage = \"busybox\"\ninstances = -2\n"), 0o644)
+		if out, err := exec.Command(sctl, "--config", h.cfg, "apps", "create", "-f", bad).CombinedOutput(); err == nil || !strings.Contains(string(out), `service "s": instances: must be 0..1000, got -2`) {
+			t.Fatalf("sctl apps create of a bad spec: %v: %s", err, out)
+		}
+		if out := run("node", "cordon", "node-a"); !strings.Contains(out, "cordoned node-a") {
+			t.Fatalf("node cordon: %s", out)
+		}
+		run("node", "uncordon", "node-a")
+	})
+
 	t.Run("killed process is restarted with backoff", func(t *testing.T) {
 		victim := "0.sleep.bb"
 		if err := syscall.Kill(int(before[victim]), syscall.SIGKILL); err != nil {

@@ -361,6 +361,25 @@ func (r *reconciler) desired(ctx context.Context, v *view, now time.Time) map[st
 				// running nothing (an image may still be imported).
 				placed = placement.Place(name, s, withoutDeclines(nodes))
 			}
+			if len(placed) == 0 {
+				// Nowhere to go (this node cordoned, say, and no other
+				// eligible): keep the copies that run here. A drained
+				// node stops them after the handover timeout.
+				for id, c := range r.Local() {
+					if c.Labels[containers.LabelApp] != name || c.Labels[containers.LabelService] != s.Name {
+						continue
+					}
+					idx := c.Index()
+					if idx < 0 || (!s.Global && idx >= s.Count()) {
+						continue
+					}
+					if v.schedule[r.cfg.Node] == appapi.Drained && r.handedOver(v, "", name, s.Name, idx, h, id, now) {
+						continue
+					}
+					wants[id] = want{app: &a, svc: s, index: idx, hash: h, elsewhere: true}
+				}
+				continue
+			}
 			for idx, node := range placed {
 				id := containerID(name, s.Name, idx)
 				if node == r.cfg.Node {

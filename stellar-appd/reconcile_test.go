@@ -417,3 +417,29 @@ func TestMemberClock_damping(t *testing.T) {
 		t.Fatal("drained node eligible")
 	}
 }
+
+func TestReconciler_cordonedLoneNodeKeepsItsInstances(t *testing.T) {
+	st := newFakeStore("a")
+	putApp(t, st, `{"name":"web","services":[{"name":"www","image":"img","instances":2}]}`)
+	rt := newFakeRuntime()
+	r := newTestReconciler("a", st, rt)
+	ctx := context.Background()
+	_ = r.Pass(ctx)
+	if len(rt.ids()) != 2 {
+		t.Fatalf("runs %v", rt.ids())
+	}
+	_, _ = st.Put(ctx, appapi.ScheduleKey("a"), appapi.Schedule{State: appapi.Cordoned}, "")
+	_ = r.Pass(ctx)
+	if len(rt.ids()) != 2 {
+		t.Fatalf("cordon with nowhere to go stopped instances: %v", rt.ids())
+	}
+	// Drained: stopped once the handover timeout passes.
+	r.cfg.HandoverTimeout = 10 * time.Millisecond
+	_, _ = st.Put(ctx, appapi.ScheduleKey("a"), appapi.Schedule{State: appapi.Drained}, "")
+	_ = r.Pass(ctx)
+	time.Sleep(20 * time.Millisecond)
+	_ = r.Pass(ctx)
+	if len(rt.ids()) != 0 {
+		t.Fatalf("drained node still runs %v", rt.ids())
+	}
+}
