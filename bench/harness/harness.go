@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -134,6 +135,29 @@ type Machine struct {
 	Kernel string
 	Go     string
 	When   time.Time
+	// OS is PRETTY_NAME from /etc/os-release.
+	OS string
+	// Stellar is the measured binaries' version and the tree's commit.
+	Stellar string
+	// LoadStart and LoadEnd are the 1-minute load averages before and after
+	// the run: above half the cores, other work shared the machine.
+	LoadStart, LoadEnd float64
+	// Command is how the report was made, to re-run it.
+	Command string
+}
+
+// LoadAverage returns the 1-minute load average (0 when unknown).
+func LoadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // ReadMachine reads the machine's description.
@@ -142,6 +166,14 @@ func ReadMachine() Machine {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
+	if b, err := os.ReadFile("/etc/os-release"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
+				m.OS = strings.Trim(v, `"`)
+			}
+		}
+	}
+	m.LoadStart = LoadAverage()
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -221,7 +253,18 @@ func Report(m Machine, outs []Outcome) string {
 	b.WriteString("Written by `make bench`. Each benchmark runs Stellar and the peer an operator would pick instead\n")
 	b.WriteString("in the same run on the same machine with the same CPU pinning. Figures are medians with\n")
 	b.WriteString("[min–max] over the runs; the ratio is Stellar's median over the subject's.\n\n")
-	fmt.Fprintf(&b, "Machine: %d cores, %s, kernel %s, %s, %s.\n\n", m.Cores, m.CPU, m.Kernel, m.Go, m.When.Format(time.RFC3339))
+	fmt.Fprintf(&b, "Machine: %d cores, %s, %s, kernel %s, %s; run finished %s.\n\n", m.Cores, m.CPU, m.OS, m.Kernel, m.Go, m.When.Format(time.RFC3339))
+	if m.Stellar != "" {
+		fmt.Fprintf(&b, "Stellar: %s. Peers' versions are in each table.\n\n", m.Stellar)
+	}
+	if m.Cores > 0 && max(m.LoadStart, m.LoadEnd) > float64(m.Cores)/2 {
+		fmt.Fprintf(&b, "**Taken on a loaded machine:** the 1-minute load average was %.1f before and %.1f after the run on %d cores (other work shared it). Absolute figures are lower and noisier than on an idle machine; Stellar and its peers ran in the same run, alternating, so the ratios stay comparable.\n\n", m.LoadStart, m.LoadEnd, m.Cores)
+	} else if m.Cores > 0 {
+		fmt.Fprintf(&b, "The machine was otherwise idle (1-minute load average %.1f before, %.1f after the run).\n\n", m.LoadStart, m.LoadEnd)
+	}
+	if m.Command != "" {
+		fmt.Fprintf(&b, "Re-run: `make bench` (as root; `make bench-deps` installs the peers), or `%s`.\n\n", m.Command)
+	}
 	for _, o := range outs {
 		fmt.Fprintf(&b, "## %s\n\n", o.Bench.Title)
 		if o.Err != nil {

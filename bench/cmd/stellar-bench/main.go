@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"stellar.dev/bench"
 	"stellar.dev/bench/harness"
@@ -77,11 +79,15 @@ Benchmarks:
 	if err := os.MkdirAll(o.PlotDir, 0o755); err != nil {
 		return fmt.Errorf("make report directory: %w", err)
 	}
+	machine := harness.ReadMachine()
+	machine.Stellar = stellarVersion(bin)
+	machine.Command = "go run ./bench/cmd/stellar-bench " + strings.Join(args, " ")
 	outs := harness.RunAll(ctx, bench.All(), names, o)
 	if err := harness.WritePlots(o.PlotDir, outs); err != nil {
 		o.Log.Error("plots", "err", err)
 	}
-	report := harness.Report(harness.ReadMachine(), outs)
+	machine.When, machine.LoadEnd = time.Now().UTC(), harness.LoadAverage()
+	report := harness.Report(machine, outs)
 	if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
@@ -92,4 +98,16 @@ Benchmarks:
 		}
 	}
 	return nil
+}
+
+// stellarVersion is what the binaries say and the tree's commit.
+func stellarVersion(bin string) string {
+	v := "unknown version"
+	if out, err := exec.Command(filepath.Join(bin, "stellar-gossip"), "version").Output(); err == nil {
+		v = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		v += ", commit " + strings.TrimSpace(string(out))
+	}
+	return v
 }
