@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"stellar.dev/bench/harness"
+	"stellar.dev/bench/plot"
 )
 
 // Benchmark is the gossip benchmark.
@@ -282,14 +283,15 @@ func (c *cluster) converge(ctx context.Context, i int) (time.Duration, error) {
 	return last, ferr
 }
 
-// detect kills the last node and returns when node 0 sees it failed.
-func (c *cluster) detect(ctx context.Context) (time.Duration, error) {
+// detect kills the last node and returns when node 0 sees it failed
+// (the killed-th failed member); the node leaves c.nodes.
+func (c *cluster) detect(ctx context.Context, killed int) (time.Duration, error) {
 	victim := c.nodes[len(c.nodes)-1]
 	start := time.Now()
 	victim.cmd.Process.Signal(syscall.SIGKILL)
 	victim.cmd.Wait()
-	victim.cmd = nil
-	err := poll(ctx, 120*time.Second, func() bool { return c.count(c.nodes[0], "failed") == 1 })
+	c.nodes = c.nodes[:len(c.nodes)-1]
+	err := poll(ctx, 120*time.Second, func() bool { return c.count(c.nodes[0], "failed") >= killed })
 	return time.Since(start), err
 }
 
@@ -330,8 +332,8 @@ func rssMiB(pid int) float64 {
 func pidOf(nd *node) int { return nd.cmd.Process.Pid }
 
 func run(ctx context.Context, o harness.Options) (harness.Result, error) {
-	sizes := []int{3, 10, 30}
-	idle := 30 * time.Second
+	sizes := []int{10, 30, 100}
+	idle := 10 * time.Second
 	writes := 5
 	if o.Short {
 		sizes, idle, writes = []int{3}, 2*time.Second, 1
@@ -346,40 +348,44 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		},
 	}
 	version := harness.PackageVersion("serf")
+	curves := curves{}
 	for _, n := range sizes {
-		runs := o.Runs
-		if n >= 30 && runs > 3 {
-			runs = 3
-		}
+		rounds := o.Runs
 		kinds := []string{"stellar-lan", "serf", "stellar-edge"}
 		if o.Short {
 			kinds = kinds[:2]
+		}
+		if n >= 100 {
+			kinds = kinds[:2] // time: the edge profile's figure is its idle traffic, measured at 10 and 30
 		}
 		for _, kind := range kinds {
 			s := harness.Subject{Name: fmt.Sprintf("%s N=%d", kind, n), Kind: harness.KindStellar, Version: "this tree"}
 			if kind == "serf" {
 				s.Name, s.Kind, s.Version = fmt.Sprintf("serf agent (Debian) N=%d", n), harness.KindPeer, version
 			}
-			for r := 0; r < runs; r++ {
-				var c *cluster
-				var err error
-				switch kind {
-				case "serf":
-					c, err = startSerf(ctx, o, n)
-				default:
-					c, err = startStellar(ctx, o, n, strings.TrimPrefix(kind, "stellar-"))
+			o.Log.Info("gossip bench", "kind", kind, "n", n, "rounds", rounds)
+			var c *cluster
+			var err error
+			switch kind {
+			case "serf":
+				c, err = startSerf(ctx, o, n)
+			default:
+				c, err = startStellar(ctx, o, n, strings.TrimPrefix(kind, "stellar-"))
+			}
+			if err != nil {
+				if c != nil {
+					c.stop()
 				}
-				if err != nil {
-					if c != nil {
-						c.stop()
-					}
-					if kind == "serf" {
-						o.Log.Warn("serf not measured", "err", err)
-						break
-					}
-					return res, fmt.Errorf("start %s N=%d: %w", kind, n, err)
+				if kind == "serf" {
+					o.Log.Warn("serf not measured", "err", err)
+					continue
 				}
-				time.Sleep(2 * time.Second) // let joins settle
+				return res, fmt.Errorf("start %s N=%d: %w", kind, n, err)
+			}
+			time.Sleep(2 * time.Second) // let joins settle
+			// Rounds of an idle window and writes, then as many kills: the
+			// idle windows see no failure handling.
+			for r := 0; r < rounds; r++ {
 				b0, _ := c.loBytes()
 				select {
 				case <-ctx.Done():
@@ -402,16 +408,20 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 					}
 					s.Add("converge", float64(d.Microseconds())/1000)
 				}
-				if d, err := c.detect(ctx); err == nil {
+			}
+			for r := 0; r < rounds && len(c.nodes) > 2; r++ {
+				if d, err := c.detect(ctx, r+1); err == nil {
 					s.Add("detect", d.Seconds())
 				} else {
 					o.Log.Warn("kill not detected", "kind", kind, "n", n, "err", err)
+					break
 				}
-				c.stop()
-				os.RemoveAll(c.dir)
 			}
+			c.stop()
+			os.RemoveAll(c.dir)
 			if len(s.Samples) > 0 {
 				res.Subjects = append(res.Subjects, s)
+				curves.add(kind, n, s)
 			}
 		}
 	}
@@ -420,6 +430,54 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		fmt.Sprintf("idle: bytes sent on the namespace's lo over %s after the joins settled, per node; rss: VmRSS per node at the end of the idle window.", idle),
 		"converge: a PUT on node 0 until every node's GET finds it (stellar-gossip), or `serf event` on node 0 until every agent's event handler ran (serf); polled every 20 ms, so both include up to 20 ms of polling.",
 		"detect: kill -9 of the last node until node 0 lists it failed (serf: `serf members -status failed` through nsenter, a few ms per poll).",
-		"N=30 runs at most 3 times.")
+		fmt.Sprintf("Each cluster is started once per kind and size and measured in %d rounds (an idle window and %d writes each), then %d nodes are killed one after the other (one detection each): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report.", o.Runs, writes, o.Runs),
+		"stellar-edge runs at N=10 and 30 only (its figure is idle traffic per node, which does not depend on N the way convergence does).",
+		"converge and detect against N are plotted (medians); the CDF shows every write's convergence at the largest N.")
+	res.Charts = curves.charts(sizes[len(sizes)-1])
 	return res, nil
+}
+
+// curves collects each kind's medians against N for the charts.
+type curves map[string]map[int]harness.Subject
+
+func (c curves) add(kind string, n int, s harness.Subject) {
+	if c[kind] == nil {
+		c[kind] = map[int]harness.Subject{}
+	}
+	c[kind][n] = s
+}
+
+func (c curves) charts(largest int) []harness.Chart {
+	var out []harness.Chart
+	for _, m := range []struct{ metric, title, unit string }{
+		{"converge", "write convergence against cluster size (median)", "ms"},
+		{"detect", "kill -9 detection against cluster size (median)", "s"},
+		{"idle", "idle traffic per node against cluster size (median)", "kbit/s per node"},
+	} {
+		ch := plot.Chart{Title: m.title, XLabel: "members", YLabel: m.unit, Kind: plot.Line}
+		cdf := plot.Chart{Title: fmt.Sprintf("write convergence, every write, N=%d", largest), XLabel: "ms", YLabel: "fraction of writes", Kind: plot.CDF}
+		for _, kind := range []string{"stellar-lan", "serf", "stellar-edge"} {
+			var sr plot.Series
+			for _, n := range []int{3, 10, 30, 100} {
+				if v := c[kind][n].Samples[m.metric]; len(v) > 0 {
+					sr.Name = kind
+					sr.X = append(sr.X, float64(n))
+					sr.Y = append(sr.Y, harness.Summarise(v).Median)
+				}
+			}
+			if len(sr.Y) > 0 {
+				ch.Series = append(ch.Series, sr)
+			}
+			if v := c[kind][largest].Samples[m.metric]; m.metric == "converge" && len(v) > 0 {
+				cdf.Series = append(cdf.Series, plot.Series{Name: kind, Y: v})
+			}
+		}
+		if len(ch.Series) > 0 {
+			out = append(out, harness.Chart{Name: m.metric + "-by-size", Chart: ch})
+		}
+		if len(cdf.Series) > 0 {
+			out = append(out, harness.Chart{Name: "converge-cdf", Chart: cdf})
+		}
+	}
+	return out
 }
