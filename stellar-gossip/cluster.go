@@ -77,6 +77,10 @@ func (s *service) startSerf() error {
 	conf.ReconnectTimeout = s.cfg.Gossip.ReconnectTimeout
 	conf.TombstoneTimeout = s.cfg.Gossip.ReconnectTimeout
 	conf.ReconnectInterval = 10 * time.Second
+	// serf sends its whole user-event buffer in every push/pull: a small
+	// buffer keeps idle traffic near plain serf's. An event older than the
+	// buffer is dropped by receivers; anti-entropy carries that change.
+	conf.EventBuffer = 16
 	conf.CoalescePeriod = 0
 	conf.UserCoalescePeriod = 0
 	conf.EnableNameConflictResolution = true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	mrand "math/rand/v2"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -373,7 +374,14 @@ func (s *service) join(ctx context.Context, t token.Token) (int, error) {
 	s.mu.Lock()
 	sf := s.serf
 	s.mu.Unlock()
-	n, err := sf.Join(jr.Members, true)
+	// A few members are enough: gossip spreads the rest, and each join is a
+	// full state exchange.
+	mrand.Shuffle(len(jr.Members), func(i, j int) { jr.Members[i], jr.Members[j] = jr.Members[j], jr.Members[i] })
+	var n int
+	for i := 0; i < len(jr.Members) && n == 0; i += 3 {
+		end := min(i+3, len(jr.Members))
+		n, err = sf.Join(jr.Members[i:end], true)
+	}
 	if err != nil && n == 0 {
 		return 0, errdefs.New(errdefs.ErrUnavailable, "credentials stored, but no member answered yet (it keeps trying): %v", err)
 	}
