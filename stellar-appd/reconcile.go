@@ -97,6 +97,9 @@ type reconciler struct {
 
 	clock *memberClock
 
+	kick    chan struct{} // asks Run for a pass
+	results []probeResult // finished health checks, under mu
+
 	mu        sync.Mutex
 	insts     map[string]*instState      // by container id
 	published map[string]appapi.Instance // key -> what we last wrote
@@ -119,7 +122,7 @@ func newReconciler(cfg reconcilerConfig, st store, rt runtime, probe prober, log
 	if cfg.HandoverTimeout == 0 {
 		cfg.HandoverTimeout = 5 * time.Minute
 	}
-	return &reconciler{cfg: cfg, st: st, rt: rt, probe: probe, log: log, clock: newMemberClock(),
+	return &reconciler{cfg: cfg, st: st, rt: rt, probe: probe, log: log, clock: newMemberClock(), kick: make(chan struct{}, 1),
 		insts: map[string]*instState{}, published: map[string]appapi.Instance{}, lastBatch: map[string]time.Time{}}
 }
 
@@ -190,6 +193,7 @@ func (r *reconciler) Run(ctx context.Context, kick <-chan struct{}, interval tim
 			return
 		case <-t.C:
 		case <-kick:
+		case <-r.kick:
 		}
 	}
 }
@@ -197,6 +201,7 @@ func (r *reconciler) Run(ctx context.Context, kick <-chan struct{}, interval tim
 // Pass is one reconcile: read desired and actual, act, publish.
 func (r *reconciler) Pass(ctx context.Context) error {
 	now := time.Now()
+	r.applyProbes(now)
 	var waiting []string
 	actual, err := r.rt.List(ctx)
 	if err != nil {
@@ -613,24 +618,46 @@ func (r *reconciler) runProbe(ctx context.Context, c containers.Container, h *ap
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st.probing = false
-	if err != nil {
-		if !st.everHealthy && time.Since(st.lastStart) < startGrace {
-			// Still starting: not yet a failure.
-			st.lastErr = "health: " + err.Error()
-			return
-		}
-		st.healthFails++
-		if st.health != appapi.HealthHealthy || st.healthFails >= h.Retries {
-			st.health = appapi.HealthUnhealthy
-		}
-		st.lastErr = "health: " + err.Error()
-		return
+	r.results = append(r.results, probeResult{st: st, err: err, retries: h.Retries})
+	select {
+	case r.kick <- struct{}{}:
+	default:
 	}
-	st.healthFails = 0
-	st.health = appapi.HealthHealthy
-	st.everHealthy = true
-	if strings.HasPrefix(st.lastErr, "health: ") {
-		st.lastErr = ""
+}
+
+// probeResult is a finished health check, applied by the next pass (the
+// loop's goroutine owns instState; probes only hand results over).
+type probeResult struct {
+	st      *instState
+	err     error
+	retries int
+}
+
+// applyProbes records the health checks that finished since the last pass.
+func (r *reconciler) applyProbes(now time.Time) {
+	r.mu.Lock()
+	res := r.results
+	r.results = nil
+	r.mu.Unlock()
+	for _, p := range res {
+		st := p.st
+		if p.err != nil {
+			st.lastErr = "health: " + p.err.Error()
+			if !st.everHealthy && now.Sub(st.lastStart) < startGrace {
+				continue // still starting: not yet a failure
+			}
+			st.healthFails++
+			if st.health != appapi.HealthHealthy || st.healthFails >= p.retries {
+				st.health = appapi.HealthUnhealthy
+			}
+			continue
+		}
+		st.healthFails = 0
+		st.health = appapi.HealthHealthy
+		st.everHealthy = true
+		if strings.HasPrefix(st.lastErr, "health: ") {
+			st.lastErr = ""
+		}
 	}
 }
 
