@@ -230,6 +230,20 @@ func (h *harness) startContainerd() {
 		}
 		h.ctdDir = d
 		h.ctdSock = filepath.Join(d, "c.sock")
+		// containerd's shims keep a few things under /run/containerd
+		// whatever the state dir; remove what this test made there.
+		var made []string
+		for _, p := range []string{"/run/containerd", "/run/containerd/runc", "/run/containerd/s", "/run/containerd/fifo"} {
+			if _, err := os.Stat(p); err != nil {
+				made = append(made, p)
+			}
+		}
+		t.Cleanup(func() {
+			_ = os.Remove(filepath.Join("/run/containerd/runc", h.ns))
+			for i := len(made) - 1; i >= 0; i-- {
+				_ = os.Remove(made[i]) // only if empty
+			}
+		})
 		config := fmt.Sprintf(`version = 2
 root = %q
 state = %q

@@ -62,6 +62,9 @@ type reconcilerConfig struct {
 	StopGrace time.Duration
 	// LogDir is where the log driver writes without a journal.
 	LogDir string
+	// MemoryMiB is the memory instances may reserve on this node (their
+	// resources.memory summed); 0: no check.
+	MemoryMiB int64
 	// HandoverTimeout bounds how long an instance placed elsewhere keeps
 	// running here while its new copy is not yet healthy.
 	HandoverTimeout time.Duration
@@ -454,6 +457,15 @@ func (r *reconciler) create(ctx context.Context, v *view, w want, now time.Time)
 	if now.Before(st.nextStart) {
 		return
 	}
+	if need := w.svc.Resources.Memory; need > 0 && r.cfg.MemoryMiB > 0 {
+		if used := r.reservedMemory(v); used+need > r.cfg.MemoryMiB {
+			reason := fmt.Sprintf("no capacity: instance asks %d MiB, %d of %d MiB are reserved", need, used, r.cfg.MemoryMiB)
+			st.lastErr = reason
+			r.fail(st, now)
+			r.decline(ctx, w, reason)
+			return
+		}
+	}
 	name := appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index)
 	labels := appapi.LabelMap(w.svc.Labels)
 	labels[containers.LabelApp] = w.app.Spec.Name
@@ -497,6 +509,21 @@ func (r *reconciler) create(ctx context.Context, v *view, w want, now time.Time)
 		return
 	}
 	r.start(ctx, id, w, st, now)
+}
+
+// reservedMemory sums resources.memory of the instances that exist here.
+func (r *reconciler) reservedMemory(v *view) int64 {
+	var sum int64
+	for _, c := range r.Local() {
+		a, ok := v.apps[c.Labels[containers.LabelApp]]
+		if !ok {
+			continue
+		}
+		if s := a.Spec.Service(c.Labels[containers.LabelService]); s != nil {
+			sum += s.Resources.Memory
+		}
+	}
+	return sum
 }
 
 func (r *reconciler) decline(ctx context.Context, w want, reason string) {

@@ -443,3 +443,38 @@ func TestReconciler_cordonedLoneNodeKeepsItsInstances(t *testing.T) {
 		t.Fatalf("drained node still runs %v", rt.ids())
 	}
 }
+
+func TestReconciler_declinesWithoutCapacity(t *testing.T) {
+	st := newFakeStore("a", "b")
+	putApp(t, st, `{"name":"big","services":[{"name":"db","image":"img","instances":1,"resources":{"memory":512}}]}`)
+	ctx := context.Background()
+	rts := map[string]*fakeRuntime{"a": newFakeRuntime(), "b": newFakeRuntime()}
+	recs := map[string]*reconciler{}
+	for n, rt := range rts {
+		r := newTestReconciler(n, st, rt)
+		r.cfg.MemoryMiB = 1024
+		recs[n] = r
+	}
+	// Whichever node it lands on first is told it has only 256 MiB.
+	for range 3 {
+		for n, r := range recs {
+			if len(st.keys("nodes/"+n+"/declined/")) == 0 && len(st.keys("nodes/a/declined/"))+len(st.keys("nodes/b/declined/")) == 0 {
+				r.cfg.MemoryMiB = 256
+			}
+			_ = r.Pass(ctx)
+			r.cfg.MemoryMiB = 1024
+		}
+	}
+	declined := st.keys("nodes/a/declined/big/db")
+	declined = append(declined, st.keys("nodes/b/declined/big/db")...)
+	if len(declined) != 1 {
+		t.Fatalf("declines %v, want one", declined)
+	}
+	e, _ := st.Get(ctx, declined[0])
+	if !strings.Contains(string(e.Value), "no capacity: instance asks 512 MiB, 0 of 256 MiB are reserved") {
+		t.Fatalf("decline %s", e.Value)
+	}
+	if len(rts["a"].ids())+len(rts["b"].ids()) != 1 {
+		t.Fatalf("the instance does not run exactly once: a %v b %v", rts["a"].ids(), rts["b"].ids())
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"stellar.dev/api/client"
@@ -63,7 +65,7 @@ func newService(env *daemon.Env) *service {
 	s := &service{env: env, node: cfg.Node.Name, st: st, g: st, rt: rt, kick: make(chan struct{}, 1)}
 	s.rec = newReconciler(reconcilerConfig{
 		Node: cfg.Node.Name, RescheduleAfter: cfg.Apps.RescheduleAfter,
-		LogDir: s.logDir(),
+		LogDir: s.logDir(), MemoryMiB: memTotalMiB(),
 	}, st, rt, newProber(rt, instanceAddr), env.Log)
 	s.rec.net = network.New(network.Config{
 		ConfDir: cfg.Network.CNIConfDir, BinDirs: cfg.Network.CNIBinDirs,
@@ -139,4 +141,22 @@ func (s *service) watch(ctx context.Context) {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// memTotalMiB reads MemTotal from /proc/meminfo (0 when unknown: no check).
+func memTotalMiB() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb / 1024
+		}
+	}
+	return 0
 }
