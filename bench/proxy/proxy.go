@@ -52,11 +52,14 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		Metrics: []harness.Metric{
 			{Name: "rps", Unit: "req/s", HigherIsBetter: true},
 			{Name: "p99", Unit: "ms"},
+			{Name: "cpu", Unit: "µs/req"},
 		},
 		Notes: []string{
 			fmt.Sprintf("wrk -t1 -c%d for %s per run pinned to CPU %s; the proxy under test and the backend (Stellar's tiny Go test server) share CPU %s; the subjects alternate run by run.", connections, dur, wrkCPU, serverCPU),
 			"Plain HTTP/1.1 on loopback, keep-alive to the backend in every proxy (nginx: keepalive 256, worker_processes 1; caddy: reverse_proxy defaults); access logs off in all three (stellar-proxyd: log_level warn).",
 			"stellar-proxyd serves its route from its state cache (no stellar-gossip needed for the data path).",
+			"stellar-proxyd, ReverseProxy path: the same binary with STELLAR_PROXYD_LEAN=off (every request through httputil.ReverseProxy, as before the lean path).",
+			"cpu: user+system CPU time of the subject's processes (nginx: master and worker; not the backend's) per request served; for \"backend directly\" the backend's own.",
 		},
 	}
 	measure := wrk
@@ -95,7 +98,11 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	}
 	subjects := []*subject{
 		{s: harness.Subject{Name: "stellar-proxyd", Kind: harness.KindStellar, Version: version(proxyBin)},
-			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr) }},
+			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr, true) }},
+		// The same binary with its lean path off: every request through
+		// httputil.ReverseProxy, as before the lean path existed.
+		{s: harness.Subject{Name: "stellar-proxyd, ReverseProxy path", Kind: harness.KindPeer, Version: "STELLAR_PROXYD_LEAN=off"},
+			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr, false) }},
 	}
 	if _, err := exec.LookPath("nginx"); err == nil {
 		subjects = append(subjects, &subject{s: harness.Subject{Name: "nginx", Kind: harness.KindPeer, Version: harness.PackageVersion("nginx-light")},
@@ -129,13 +136,22 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	}
 	for run := 0; run < runs; run++ {
 		for i, sub := range subjects {
+			cpu0, cpuErr := cpuTime(pidOf(addrs[i]))
 			rps, p99, err := measure(ctx, addrs[i], dur)
 			if err != nil {
 				return res, fmt.Errorf("measure %s: %w", sub.s.Name, err)
 			}
+			cpu1, cpuErr1 := cpuTime(pidOf(addrs[i]))
 			sub.s.Add("rps", rps)
 			sub.s.Add("p99", p99)
-			o.Log.Info("proxy bench", "subject", sub.s.Name, "rps", rps, "p99_ms", p99)
+			// CPU time per request of the subject's own processes: on a
+			// shared machine this moves far less with the load than req/s.
+			cpu := -1.0
+			if cpuErr == nil && cpuErr1 == nil && rps > 0 {
+				cpu = float64(cpu1-cpu0) / float64(time.Microsecond) / (rps * dur.Seconds())
+				sub.s.Add("cpu", cpu)
+			}
+			o.Log.Info("proxy bench", "subject", sub.s.Name, "rps", rps, "p99_ms", p99, "cpu_us_per_req", cpu)
 		}
 	}
 	for _, sub := range subjects {
@@ -179,6 +195,7 @@ func start(ctx context.Context, cmd *exec.Cmd, addr string) (func(), error) {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
+	setPid(addr, cmd.Process.Pid)
 	stop := func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
@@ -213,6 +230,58 @@ func start(ctx context.Context, cmd *exec.Cmd, addr string) (func(), error) {
 	}
 }
 
+var (
+	pidMu sync.Mutex
+	pids  = map[string]int{} // listen address -> process started for it
+)
+
+func setPid(addr string, pid int) {
+	pidMu.Lock()
+	pids[addr] = pid
+	pidMu.Unlock()
+}
+
+func pidOf(addr string) int {
+	pidMu.Lock()
+	defer pidMu.Unlock()
+	return pids[addr]
+}
+
+// clockTick is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTick = 100
+
+// cpuTime returns the user+system CPU time of pid and its descendants.
+func cpuTime(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, errors.New("no process")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	total := time.Duration(ut+st) * time.Second / clockTick
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		c, _ := os.ReadFile(t)
+		for _, s := range strings.Fields(string(c)) {
+			if child, err := strconv.Atoi(s); err == nil {
+				if d, err := cpuTime(child); err == nil {
+					total += d
+				}
+			}
+		}
+	}
+	return total, nil
+}
+
 func statusOf(r *http.Response) string {
 	if r == nil {
 		return "none"
@@ -222,8 +291,11 @@ func statusOf(r *http.Response) string {
 
 // startStellar runs stellar-proxyd with one route to the backend, from its
 // state cache.
-func startStellar(ctx context.Context, work, bin, backend string) (string, func(), error) {
+func startStellar(ctx context.Context, work, bin, backend string, lean bool) (string, func(), error) {
 	dir := filepath.Join(work, "proxyd")
+	if !lean {
+		dir += "-reverseproxy"
+	}
 	for _, d := range []string{"run", "state/proxyd"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return "", nil, err
@@ -256,7 +328,11 @@ func startStellar(ctx context.Context, work, bin, backend string) (string, func(
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return "", nil, err
 	}
-	stop, err := start(ctx, harness.Pinned(serverCPU, bin, "--config", cfgPath), addr)
+	cmd := harness.Pinned(serverCPU, bin, "--config", cfgPath)
+	if !lean {
+		cmd.Env = append(os.Environ(), "STELLAR_PROXYD_LEAN=off")
+	}
+	stop, err := start(ctx, cmd, addr)
 	return addr, stop, err
 }
 

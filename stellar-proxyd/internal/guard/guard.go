@@ -119,8 +119,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.outBuf = c.out[:0]
 		}
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if isTimeout(err) {
 				// A deadline (net/http aborts its background read this
 				// way): not the end of the stream.
 				if len(c.out) > 0 {
@@ -137,6 +136,17 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n := copy(p, c.out)
 	c.out = c.out[n:]
 	return n, nil
+}
+
+// isTimeout reports a deadline error, without errors.As's reflection in
+// the common case (net/http's deadline after every request comes as a
+// *net.OpError).
+func isTimeout(err error) bool {
+	if ne, ok := err.(net.Error); ok {
+		return ne.Timeout()
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // feed runs the framing state machine over b, moving checked bytes to out.

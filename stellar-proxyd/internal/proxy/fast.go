@@ -187,7 +187,9 @@ func (p *Proxy) forwardLean(w http.ResponseWriter, r *http.Request, st *reqState
 			keep = false // the deadline was set or is being set
 		}
 		if err == nil {
-			if keep {
+			// Bytes after the answer mean the backend's framing is not ours:
+			// such a connection is not reused.
+			if keep && bc.br.Buffered() == 0 {
 				b.pool.put(bc, p.cfg.IdleConnsPerBackend)
 			} else {
 				bc.c.Close()
@@ -552,8 +554,25 @@ func splitHeader(l []byte) (string, string, error) {
 // allocation for names already in canonical form that net/textproto
 // interns (the common ones).
 func canonicalKey(k []byte) string {
+	if s, ok := commonKeys[string(k)]; ok { // no allocation for the lookup
+		return s
+	}
 	return textproto.CanonicalMIMEHeaderKey(string(k))
 }
+
+// commonKeys are header names backends send, as they are spelled on the
+// wire by most servers (and by Go's), mapped to their canonical form.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept-Ranges", "Age", "Cache-Control", "Connection", "Content-Encoding",
+		"Content-Language", "Content-Length", "Content-Type", "Date", "Etag", "ETag", "Expires", "Keep-Alive",
+		"Last-Modified", "Link", "Location", "Server", "Set-Cookie", "Trailer", "Transfer-Encoding", "Vary",
+		"X-Content-Type-Options", "X-Frame-Options"} {
+		m[k] = textproto.CanonicalMIMEHeaderKey(k)
+		m[strings.ToLower(k)] = textproto.CanonicalMIMEHeaderKey(k)
+	}
+	return m
+}()
 
 func isTokenByte(c byte) bool {
 	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {

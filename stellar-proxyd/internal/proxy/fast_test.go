@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,7 +191,7 @@ func TestLean_sameAnswersAsReverseProxy(t *testing.T) {
 		{"not modified", "GET /status/304 HTTP/1.1\r\n" + h + "\r\n"},
 		{"not found", "GET /status/404 HTTP/1.1\r\n" + h + "\r\n"},
 		{"server error", "GET /status/503 HTTP/1.1\r\n" + h + "\r\n"},
-		{"early hints dropped", "GET /hints HTTP/1.1\r\n" + h + "\r\n"},
+		{"early hints passed on", "GET /hints HTTP/1.1\r\n" + h + "\r\n"},
 		{"answer until close", "GET /close HTTP/1.1\r\n" + h + "\r\n"},
 		{"conflicting lengths", "GET /bad-head HTTP/1.1\r\n" + h + "\r\n"},
 		{"post goes the other way", "POST /echo/p HTTP/1.1\r\n" + h + "Content-Length: 3\r\n\r\nabc"},
@@ -203,5 +205,93 @@ func TestLean_sameAnswersAsReverseProxy(t *testing.T) {
 				t.Errorf("lean path answered\n%s\nReverseProxy path answered\n%s", got, want)
 			}
 		})
+	}
+}
+
+func FuzzAnswerHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X\r\n\r\n2\r\nok\r\n0\r\nX: 1\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+		"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n",
+		"HTTP/1.1 999\r\n\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(data), 8<<10)
+		hdr := http.Header{}
+		var h respHead
+		if err := h.read(br, hdr); err != nil {
+			return
+		}
+		if h.status < 100 || h.status > 999 {
+			t.Fatalf("status %d accepted", h.status)
+		}
+		if h.chunked && h.length != -1 || h.length < -1 {
+			t.Fatalf("chunked=%v with length %d", h.chunked, h.length)
+		}
+		if h.length < 0 && !h.chunked && !h.close {
+			t.Fatal("an answer delimited by the connection's end keeps the connection")
+		}
+		for k, vv := range hdr {
+			for _, v := range vv {
+				if strings.ContainsAny(k, " :\r\n") || strings.ContainsAny(v, "\r\n\x00") {
+					t.Fatalf("header %q: %q accepted", k, v)
+				}
+			}
+		}
+		if h.chunked {
+			io.Copy(io.Discard, httputil.NewChunkedReader(br))
+			readTrailers(br, hdr)
+		}
+	})
+}
+
+func TestLean_reusesAndReplacesBackendConnections(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Connections that carried a request (the TCP health check's do not).
+	var mu sync.Mutex
+	used := map[net.Conn]bool{}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateActive {
+				mu.Lock()
+				used[c] = true
+				mu.Unlock()
+			}
+		},
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	addr := startProxy(t, l.Addr().String(), true)
+	get := func() {
+		t.Helper()
+		got := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: b.test\r\n\r\n")
+		if !strings.Contains(got, "HTTP/1.1 200") || !strings.HasSuffix(got, "\n\nok\n") {
+			t.Fatalf("answer:\n%s", got)
+		}
+	}
+	for range 20 {
+		get()
+	}
+	mu.Lock()
+	n := len(used)
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("20 sequential requests opened %d backend connections, want 1 (kept alive)", n)
+	}
+	// The backend drops its idle connections: the next request must not
+	// fail on the stale pooled one.
+	srv.SetKeepAlivesEnabled(false)
+	srv.SetKeepAlivesEnabled(true)
+	for range 5 {
+		get()
 	}
 }
