@@ -217,7 +217,9 @@ func (p *Proxy) exchange(w http.ResponseWriter, r *http.Request, st *reqState, b
 	bw.WriteString("\r\n")
 	conn := r.Header["Connection"]
 	for k, vv := range r.Header {
-		if hopHeaders[k] || forwardedHeaders[k] || (len(conn) > 0 && listed(conn, k)) {
+		// No body goes this way: a "Content-Length: 0" is not passed on
+		// (as net/http's Transport does for these methods).
+		if hopHeaders[k] || forwardedHeaders[k] || k == "Content-Length" || (len(conn) > 0 && listed(conn, k)) {
 			continue
 		}
 		for _, v := range vv {
