@@ -32,6 +32,7 @@ func (s *service) routes(mux *http.ServeMux) {
 	mux.Handle("GET /v1/cluster/backup", s.guard(s.handleBackup))
 	mux.Handle("POST /v1/cluster/restore", s.guard(s.handleRestore))
 	s.clusterRoutes(mux)
+	s.outboundRoutes(mux)
 }
 
 func (s *service) handleMembers(w http.ResponseWriter, r *http.Request) error {

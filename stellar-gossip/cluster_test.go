@@ -463,35 +463,44 @@ func TestCluster_fiveNodes(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}()
-		var kl KeysResult
-		kl = KeysResult{}
-		if err := n1.raw.Do(ctx, http.MethodGet, "/v1/cluster/keys", nil, &kl); err != nil {
-			t.Fatal(err)
+		// Each step is a serf query: on a loaded machine a reply can be
+		// missed, and the operator runs the (idempotent) step again.
+		keys := func(what string, ok func(KeysResult) bool) KeysResult {
+			var kl KeysResult
+			eventually(t, 60*time.Second, what, func() error {
+				kl = KeysResult{}
+				if err := n1.raw.Do(ctx, http.MethodGet, "/v1/cluster/keys", nil, &kl); err != nil {
+					return err
+				}
+				if !ok(kl) {
+					return fmt.Errorf("keys %v from %d of 5 nodes (%v)", kl.Keys, kl.NumResp, kl.Messages)
+				}
+				return nil
+			})
+			return kl
 		}
-		if len(kl.Keys) != 1 || kl.NumResp != 5 {
-			t.Fatalf("before rotation: keys %v from %d nodes (%v), want one key on 5", kl.Keys, kl.NumResp, kl.Messages)
+		keyOp := func(op, key string) KeysResult {
+			var res KeysResult
+			eventually(t, 60*time.Second, op+" answered by all 5 nodes", func() error {
+				res = KeysResult{}
+				if err := n1.raw.Do(ctx, http.MethodPost, "/v1/cluster/keys/"+op, KeyRequest{Key: key}, &res); err != nil {
+					return err
+				}
+				if res.NumErr != 0 || res.NumResp != 5 {
+					return fmt.Errorf("%d of 5 answered, %d errors: %v", res.NumResp, res.NumErr, res.Messages)
+				}
+				return nil
+			})
+			return res
 		}
+		before := keys("one key on 5 nodes before rotation", func(k KeysResult) bool { return len(k.Keys) == 1 && k.NumResp == 5 })
 		var old string
-		for k := range kl.Keys {
+		for k := range before.Keys {
 			old = k
 		}
-		var inst KeysResult
-		if err := n1.raw.Do(ctx, http.MethodPost, "/v1/cluster/keys/install", KeyRequest{}, &inst); err != nil {
-			t.Fatalf("install: %v", err)
-		}
-		if inst.NumErr != 0 || inst.NumResp != 5 {
-			t.Fatalf("install answered by %d of 5 nodes, %d errors: %v", inst.NumResp, inst.NumErr, inst.Messages)
-		}
-		for _, op := range []struct{ op, key string }{{"use", inst.Key}, {"remove", old}} {
-			var res KeysResult
-			if err := n1.raw.Do(ctx, http.MethodPost, "/v1/cluster/keys/"+op.op, KeyRequest{Key: op.key}, &res); err != nil {
-				t.Fatalf("%s: %v", op.op, err)
-			}
-			t.Logf("%s: %+v", op.op, res)
-			if res.NumErr != 0 || res.NumResp != 5 {
-				t.Fatalf("%s: %d errors: %v", op.op, res.NumErr, res.Messages)
-			}
-		}
+		inst := keyOp("install", "")
+		keyOp("use", inst.Key)
+		keyOp("remove", old)
 		time.Sleep(2 * time.Second)
 		close(stop)
 		wg.Wait()
@@ -507,13 +516,7 @@ func TestCluster_fiveNodes(t *testing.T) {
 			}
 			return nil
 		})
-		kl = KeysResult{}
-		if err := n1.raw.Do(ctx, http.MethodGet, "/v1/cluster/keys", nil, &kl); err != nil {
-			t.Fatal(err)
-		}
-		if len(kl.Keys) != 1 || kl.Keys[inst.Key] != 5 {
-			t.Fatalf("after rotation the keyring is %v, want only the new key on 5 nodes", kl.Keys)
-		}
+		keys("only the new key on 5 nodes", func(k KeysResult) bool { return len(k.Keys) == 1 && k.Keys[inst.Key] == 5 })
 		want := map[string]string{}
 		for _, n := range nodes {
 			want[n.name] = "alive"

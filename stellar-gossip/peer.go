@@ -146,19 +146,22 @@ var relayAllow = []relayRule{
 	{"gossip", "/v1/members", "GET"},
 	{"gossip", "/v1/watch", "GET"},
 	{"gossip", "/v1/cluster/info", "GET"},
-	{"gossip", "/v1/health", "GET"},
-	{"appd", "/v1/apps", "GET POST PUT PATCH DELETE"},
-	{"appd", "/v1/images", "GET POST PUT DELETE"},
-	{"appd", "/v1/logs", "GET"},
-	{"appd", "/v1/node", "GET POST PUT"},
-	{"appd", "/v1/health", "GET"},
+	{"appd", "/v1/apps", "GET POST PUT DELETE"},
+	{"appd", "/v1/images", "GET POST DELETE"},
+	{"appd", "/v1/nodes", "GET PUT"},
+	{"appd", "/v1/status", "GET"},
 	{"dnsd", "/v1/records", "GET POST PUT DELETE"},
-	{"dnsd", "/v1/health", "GET"},
 	{"proxyd", "/v1/routes", "GET"},
-	{"proxyd", "/v1/certs", "GET"},
-	{"proxyd", "/v1/health", "GET"},
+	{"proxyd", "/v1/backends", "GET"},
+	{"proxyd", "/v1/hosts", "GET PUT"},
 	{"netd", "/v1/subnets", "GET"},
-	{"netd", "/v1/health", "GET"},
+	{"netd", "/v1/ipam/allocations", "GET"},
+}
+
+func init() {
+	for _, d := range []string{"gossip", "appd", "dnsd", "proxyd", "netd"} {
+		relayAllow = append(relayAllow, relayRule{d, "/v1/health", "GET"}, relayRule{d, "/v1/version", "GET"})
+	}
 }
 
 // handleRelay passes an allowed call to the local daemon's socket.

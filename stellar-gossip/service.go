@@ -21,9 +21,9 @@ import (
 	"stellar.dev/api"
 	"stellar.dev/api/errdefs"
 	"stellar.dev/api/gossipapi"
-	"stellar.dev/daemon/httpapi"
 	"stellar.dev/daemon"
 	"stellar.dev/daemon/config"
+	"stellar.dev/daemon/httpapi"
 	"stellar.dev/daemon/metrics"
 	"stellar.dev/stellar-gossip/store"
 )
