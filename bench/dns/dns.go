@@ -202,11 +202,14 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 type tools struct{ echo, load string }
 
 func buildTools(ctx context.Context, work string) (tools, error) {
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Dir(file)
 	t := tools{echo: filepath.Join(work, "udpecho"), load: filepath.Join(work, "dnsload")}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", work+"/", "./udpecho", "./dnsload")
-	cmd.Dir = dir
+	// By import path: under make's GOFLAGS=-trimpath this file's own path
+	// is not a directory; the workspace resolves the packages from the
+	// repository or any folder in it.
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", work+"/", "stellar.dev/bench/dns/udpecho", "stellar.dev/bench/dns/dnsload")
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		cmd.Dir = filepath.Dir(file)
+	}
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return t, fmt.Errorf("build udpecho and dnsload: %w\n%s", err, out)
