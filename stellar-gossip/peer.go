@@ -100,7 +100,7 @@ func (s *service) peerClient() *http.Client {
 				d.LocalAddr = &net.TCPAddr{IP: ip}
 			}
 		}
-		peerHTTP = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, TLSClientConfig: s.sec.clientTLS(), MaxIdleConnsPerHost: 2, IdleConnTimeout: 60 * time.Second}, Timeout: 60 * time.Second}
+		peerHTTP = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, TLSClientConfig: s.sec.clientTLS(), MaxIdleConnsPerHost: 1, IdleConnTimeout: 5 * time.Minute}, Timeout: 60 * time.Second}
 	})
 	return peerHTTP
 }
