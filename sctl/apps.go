@@ -357,8 +357,10 @@ func appsLogsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs NAME [SERVICE]",
 		Short: "Print an application's container output",
-		Long: `Print the stdout and stderr of an application's instances on the node asked
-(this node, or --addr's), read from the journal (STELLAR_APP=NAME).`,
+		Long: `Print the stdout and stderr of an application's instances on every node,
+read from each node's journal (STELLAR_APP=NAME) through the peer port and
+merged (sorted by time; with -f as they come). Each line is prefixed with its
+instance (<index>.<service>.<app>) and node unless --json.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.apps()
@@ -377,7 +379,11 @@ func appsLogsCmd(g *globals) *cobra.Command {
 				if g.json {
 					return json.NewEncoder(g.out).Encode(l)
 				}
-				_, err := fmt.Fprintf(g.out, "%s %s %s\n", l.Time.Local().Format(time.RFC3339), l.Instance, l.Message)
+				who := l.Instance + "@" + l.Node
+				if l.Instance == "" {
+					who = l.Node
+				}
+				_, err := fmt.Fprintf(g.out, "%s %s %s\n", l.Time.Local().Format(time.RFC3339), who, l.Message)
 				return err
 			})
 		},

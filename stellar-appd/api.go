@@ -42,6 +42,7 @@ func (s *service) routes() {
 	m.Handle("GET /v1/apps/{name}/logs", httpapi.Handle(s.logs))
 	m.Handle("POST /v1/images/import", httpapi.Handle(s.importImage))
 	m.Handle("GET /v1/images", httpapi.Handle(s.listImages))
+	m.Handle("GET /v1/images/export", httpapi.Handle(s.exportImage))
 	m.Handle("DELETE /v1/images/{ref...}", httpapi.Handle(s.removeImage))
 	m.Handle("PUT /v1/nodes/{node}/schedule", httpapi.Handle(s.setSchedule))
 }
@@ -280,6 +281,7 @@ func (s *service) importImage(w http.ResponseWriter, r *http.Request) error {
 		s.env.Log.Info("image imported", "image", im.Name, "digest", im.Digest)
 	}
 	s.trigger()
+	s.imagesDirty()
 	httpapi.WriteJSON(w, http.StatusOK, imgs)
 	return nil
 }
@@ -294,6 +296,31 @@ func (s *service) listImages(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// exportImage streams an OCI archive of ?ref= (other nodes fetch images
+// this way, relayed by the peer port).
+func (s *service) exportImage(w http.ResponseWriter, r *http.Request) error {
+	ref := r.URL.Query().Get("ref")
+	if ref == "" {
+		return errdefs.New(errdefs.ErrInvalidArgument, "ref is empty: name the image to export (?ref=NAME)")
+	}
+	ok, err := s.rt.HasImage(r.Context(), ref)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errdefs.New(errdefs.ErrNotFound, "image %s is not on node %s", ref, s.node)
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.WriteHeader(http.StatusOK)
+	if err := s.rt.Export(r.Context(), ref, w); err != nil {
+		// The status is sent: cut the stream so the reader sees a broken archive.
+		s.env.Log.Warn("export image", "image", ref, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	s.env.Log.Info("image exported", "image", ref, "caller", r.Header.Get("X-Stellar-Caller"))
+	return nil
+}
+
 func (s *service) removeImage(w http.ResponseWriter, r *http.Request) error {
 	ref := r.PathValue("ref")
 	if ref == "" {
@@ -303,6 +330,7 @@ func (s *service) removeImage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.env.Log.Info("image removed", "image", ref)
+	s.imagesDirty()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -356,6 +384,9 @@ func (s *service) logs(w http.ResponseWriter, r *http.Request) error {
 			since = time.Now().Add(-d)
 		}
 	}
+	if r.URL.Query().Get("local") != "true" {
+		return s.clusterLogs(w, r, name, svc, follow, since)
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	enc := json.NewEncoder(w)
@@ -375,12 +406,26 @@ func (s *service) logs(w http.ResponseWriter, r *http.Request) error {
 		flush()
 		return nil
 	}
-	if _, err := os.Stat("/run/systemd/journal/socket"); err == nil {
-		if _, err := exec.LookPath("journalctl"); err == nil {
-			return s.journalLogs(r.Context(), name, svc, follow, since, emit)
+	return s.localLogs(r.Context(), name, svc, follow, since, emit)
+}
+
+// localLogs reads the output of the app's instances on this node.
+func (s *service) localLogs(ctx context.Context, name, svc string, follow bool, since time.Time, emit func(appapi.LogLine) error) error {
+	if !since.IsZero() {
+		next := emit
+		emit = func(l appapi.LogLine) error {
+			if l.Time.Before(since) {
+				return nil
+			}
+			return next(l)
 		}
 	}
-	return s.fileLogs(r.Context(), name, svc, follow, emit)
+	if _, err := os.Stat("/run/systemd/journal/socket"); err == nil {
+		if _, err := exec.LookPath("journalctl"); err == nil {
+			return s.journalLogs(ctx, name, svc, follow, since, emit)
+		}
+	}
+	return s.fileLogs(ctx, name, svc, follow, emit)
 }
 
 func (s *service) journalLogs(ctx context.Context, app, svc string, follow bool, since time.Time, emit func(appapi.LogLine) error) error {

@@ -126,6 +126,12 @@ func (h *harness) inNS(bin string, args ...string) (string, []string) {
 }
 
 func newHarnessIn(t *testing.T, netns string) *harness {
+	return newNode(t, netns, "node-a", "127.0.0.1", "0")
+}
+
+// newNode starts containerd, gossip (serf on ip:port, the peer port on
+// the next port) and appd as node name.
+func newNode(t *testing.T, netns, name, ip, port string) *harness {
 	if os.Geteuid() != 0 {
 		t.Skip("stellar-appd integration runs containerd and runc: needs root: SKIPPED (run as root, as CI does)")
 	}
@@ -154,19 +160,23 @@ func newHarnessIn(t *testing.T, netns string) *harness {
 	run := filepath.Join(dir, "run")
 	os.MkdirAll(run, 0o755)
 	h.cfg = filepath.Join(dir, "stellar.toml")
+	peerPort := port
+	if p, err := strconv.Atoi(port); err == nil && p != 0 {
+		peerPort = strconv.Itoa(p + 1)
+	}
 	cfg := fmt.Sprintf(`[node]
-name = "node-a"
+name = %q
 run_dir = %q
 state_dir = %q
 log_level = "debug"
 [gossip]
-bind = "127.0.0.1:0"
-peer_api = "127.0.0.1:0"
+bind = "%s:%s"
+peer_api = "%s:%s"
 [apps]
 containerd = %q
 namespace = %q
 %s
-`, run, filepath.Join(dir, "state"), h.ctdSock, h.ns, extra)
+`, name, run, filepath.Join(dir, "state"), ip, port, ip, peerPort, h.ctdSock, h.ns, extra)
 	if err := os.WriteFile(h.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,6 +50,10 @@ type service struct {
 	rt   *containers.Runtime
 	rec  *reconciler
 	kick chan struct{}
+	// peers reaches other nodes' appd through gossip; imagesChanged asks
+	// for the image list to be published again.
+	peers         *peers
+	imagesChanged chan struct{}
 }
 
 func newService(env *daemon.Env) *service {
@@ -57,12 +62,15 @@ func newService(env *daemon.Env) *service {
 	if err != nil {
 		exe = ""
 	}
-	rt := containers.New(containers.Config{
+	st := gossipapi.New(client.Unix("stellar-gossip", cfg.Socket("gossip")).WithTimeout(10 * time.Second))
+	p := &peers{node: cfg.Node.Name, st: st, raw: client.Unix("stellar-gossip", cfg.Socket("gossip")).WithTimeout(10 * time.Minute)}
+	s := &service{env: env, node: cfg.Node.Name, st: st, g: st, kick: make(chan struct{}, 1), peers: p, imagesChanged: make(chan struct{}, 1)}
+	s.rt = containers.New(containers.Config{
 		Address: cfg.Apps.Containerd, Namespace: cfg.Apps.Namespace,
 		Snapshotter: cfg.Apps.Snapshotter, Runtime: cfg.Apps.Runtime, LogBinary: exe,
+		Fetch: s.fetchImage,
 	})
-	st := gossipapi.New(client.Unix("stellar-gossip", cfg.Socket("gossip")).WithTimeout(10 * time.Second))
-	s := &service{env: env, node: cfg.Node.Name, st: st, g: st, rt: rt, kick: make(chan struct{}, 1)}
+	rt := s.rt
 	s.rec = newReconciler(reconcilerConfig{
 		Node: cfg.Node.Name, RescheduleAfter: cfg.Apps.RescheduleAfter,
 		LogDir: s.logDir(), MemoryMiB: memTotalMiB(),
@@ -101,6 +109,8 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 	ready()
 	defer s.rt.Close()
 	go s.watch(ctx)
+	go s.publishImages(ctx, s.imagesChanged)
+	go s.setPlacementTag(ctx)
 	s.rec.Run(ctx, s.kick, time.Second)
 	return nil
 }
@@ -114,6 +124,37 @@ func (s *service) Health(ctx context.Context) error {
 		return fmt.Errorf("reconcile loop stuck since %s", last.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// fetchImage asks the peers for an image this node lacks.
+func (s *service) fetchImage(ctx context.Context, ref string) (io.ReadCloser, error) {
+	rc, err := s.peers.FetchImage(ctx, ref)
+	if err != nil {
+		s.env.Log.Info("image not fetched from peers", "image", ref, "err", err)
+		return nil, err
+	}
+	s.env.Log.Info("fetching image from a peer", "image", ref)
+	return closeHook{rc, s.imagesDirty}, nil
+}
+
+// closeHook calls after once the body is closed (the import is done).
+type closeHook struct {
+	io.ReadCloser
+	after func()
+}
+
+func (c closeHook) Close() error {
+	err := c.ReadCloser.Close()
+	c.after()
+	return err
+}
+
+// imagesDirty asks for the image list to be published again.
+func (s *service) imagesDirty() {
+	select {
+	case s.imagesChanged <- struct{}{}:
+	default:
+	}
 }
 
 // trigger asks for a reconcile pass soon.

@@ -162,3 +162,28 @@ type LogLine struct {
 	Stream   string    `json:"stream"`
 	Message  string    `json:"message"`
 }
+
+// ImagesKey is nodes/<node>/images: the images that node holds, so a node
+// that lacks one knows which peers to fetch it from.
+func ImagesKey(node string) string { return NodesPrefix + node + "/images" }
+
+// NodeImages is the value of nodes/<node>/images.
+type NodeImages struct {
+	Images []ImageRef `json:"images"`
+}
+
+// ImageRef names one image a node holds.
+type ImageRef struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+}
+
+// Has reports whether the list holds ref.
+func (n NodeImages) Has(ref string) bool {
+	for _, im := range n.Images {
+		if im.Name == ref {
+			return true
+		}
+	}
+	return false
+}

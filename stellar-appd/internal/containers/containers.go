@@ -19,8 +19,10 @@ import (
 	"github.com/containerd/containerd/containers"
 	cerrdefs "github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/images"
+	"github.com/containerd/containerd/images/archive"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/platforms"
 	"github.com/opencontainers/runtime-spec/specs-go"
 
 	"stellar.dev/api/appapi"
@@ -60,6 +62,11 @@ type Config struct {
 	// driver of each task (stellar-appd itself); LogArgs are passed to it.
 	// Empty: output is discarded.
 	LogBinary string
+	// Fetch, when set, is asked for an OCI archive of an image that is not
+	// on this node before it is pulled from a registry (peers of the
+	// cluster: edge sites have no registry). It returns ErrNotFound when
+	// no peer has the image.
+	Fetch func(ctx context.Context, ref string) (io.ReadCloser, error)
 }
 
 // Runtime is a connection to containerd.
@@ -243,11 +250,59 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) (containerd.Image
 	if !cerrdefs.IsNotFound(err) {
 		return nil, r.wrap("find image "+ref, err)
 	}
+	var fetchErr error
+	if r.cfg.Fetch != nil {
+		if img, fetchErr = r.fetch(ctx, c, ref); fetchErr == nil {
+			return img, nil
+		}
+	}
 	img, err = c.Pull(ctx, ref, containerd.WithPullUnpack)
 	if err != nil {
+		if fetchErr != nil {
+			return nil, errdefs.New(errdefs.ErrNotFound, "image %s is not on this node, no peer gave it (%v) and it cannot be pulled: %v", ref, fetchErr, err)
+		}
 		return nil, errdefs.New(errdefs.ErrNotFound, "image %s is not on this node and cannot be pulled: %v", ref, err)
 	}
 	return img, nil
+}
+
+// fetch imports ref from the archive Fetch streams (from a peer).
+func (r *Runtime) fetch(ctx context.Context, c *containerd.Client, ref string) (containerd.Image, error) {
+	rc, err := r.cfg.Fetch(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	imgs, err := c.Import(ctx, rc, containerd.WithAllPlatforms(false))
+	if err != nil {
+		return nil, fmt.Errorf("import %s from a peer: %w", ref, err)
+	}
+	for _, im := range imgs {
+		if im.Name != ref {
+			continue
+		}
+		img := containerd.NewImage(c, im)
+		if ok, _ := img.IsUnpacked(ctx, r.cfg.Snapshotter); !ok {
+			if err := img.Unpack(ctx, r.cfg.Snapshotter); err != nil {
+				return nil, r.wrap("unpack "+ref, err)
+			}
+		}
+		return img, nil
+	}
+	return nil, errdefs.New(errdefs.ErrNotFound, "the archive a peer gave for %s does not hold it", ref)
+}
+
+// Export writes an OCI archive of ref (this platform's manifest, with its
+// name annotations, so Import on another node gives it the same name).
+func (r *Runtime) Export(ctx context.Context, ref string, w io.Writer) error {
+	c, ctx, err := r.conn(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.Export(ctx, w, archive.WithImage(c.ImageService(), ref), archive.WithPlatform(platforms.Default())); err != nil {
+		return r.wrap("export image "+ref, err)
+	}
+	return nil
 }
 
 // HasImage reports whether ref is present locally.
