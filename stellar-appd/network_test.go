@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"stellar.dev/api/appapi"
 	"stellar.dev/api/client"
 	"stellar.dev/api/netapi"
 	"stellar.dev/daemon/daemontest"
@@ -150,6 +152,51 @@ func TestAppd_networking(t *testing.T) {
 		}
 		return nil
 	})
+	// A reboot empties /run/netns: a stopped container whose pinned
+	// namespace is gone is attached again (new namespace, CNI ADD, IP label)
+	// and its old IP released, instead of failing in runc forever.
+	var lost appapi.Instance
+	for _, in := range again {
+		lost = in
+		break
+	}
+	if out, err := exec.Command("ip", "netns", "delete", "stellar-"+lost.ContainerID).CombinedOutput(); err != nil {
+		t.Fatalf("delete the pinned namespace of %s: %v: %s", lost.ContainerID, err, out)
+	}
+	if err := syscall.Kill(int(lost.PID), syscall.SIGKILL); err != nil {
+		t.Fatalf("kill %s: %v", lost.ContainerID, err)
+	}
+	eventually(t, 2*time.Minute, "instance with a lost namespace back, healthy, on the network", func() error {
+		st, err := h.api.Get(ctx, "web")
+		if err != nil {
+			return err
+		}
+		for _, in := range st.Instances {
+			if in.Name() != lost.Name() {
+				continue
+			}
+			if in.Status != appapi.StatusRunning || in.PID == 0 || in.PID == lost.PID || in.Health != appapi.HealthHealthy {
+				return fmt.Errorf("instance %+v", in)
+			}
+			ip, err := netip.ParseAddr(in.IP)
+			if err != nil || !subnet.Contains(ip) {
+				return fmt.Errorf("IP %q not in the node's subnet %s", in.IP, subnet)
+			}
+			if _, err := os.Stat(network.NetNSPath(in.ContainerID)); err != nil {
+				return fmt.Errorf("namespace not pinned again: %v", err)
+			}
+			return nil
+		}
+		return fmt.Errorf("%s not listed: %+v", lost.Name(), st.Instances)
+	})
+	h.running("web", 2, true, time.Minute)
+	allocs, err := nc.Allocations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(allocs) != 2 {
+		t.Fatalf("allocations after re-attaching %+v, want 2 (the old IP released)", allocs)
+	}
 	if err := h.api.Delete(ctx, "web", ""); err != nil {
 		t.Fatal(err)
 	}

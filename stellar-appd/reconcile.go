@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -587,7 +588,7 @@ func (r *reconciler) keepRunning(ctx context.Context, c containers.Container, w 
 				return
 			}
 			r.fail(st, now)
-			r.restart(ctx, c, st, now)
+			r.restart(ctx, c, w, st, now)
 			return
 		}
 		if !probing && !now.Before(st.nextProbe) {
@@ -609,12 +610,22 @@ func (r *reconciler) keepRunning(ctx context.Context, c containers.Container, w 
 		if now.Before(st.nextStart) {
 			return
 		}
-		r.restart(ctx, c, st, now)
+		r.restart(ctx, c, w, st, now)
 	}
 }
 
-// restart starts the container's task again and counts it.
-func (r *reconciler) restart(ctx context.Context, c containers.Container, st *instState, now time.Time) {
+// restart starts the container's task again and counts it. A container on
+// the CNI network whose pinned namespace is gone (/run/netns is a tmpfs: a
+// reboot empties it) is attached again first; w is nil when the cluster
+// state cannot be read.
+func (r *reconciler) restart(ctx context.Context, c containers.Container, w *want, st *instState, now time.Time) {
+	if err := r.reattach(ctx, c, w); err != nil {
+		// As a failed start: the next pass sees it stopped and backs off.
+		st.lastErr = err.Error()
+		st.exitAt = time.Time{}
+		r.log.Warn("restart instance", "container", c.ID, "err", err)
+		return
+	}
 	n := c.Restarts() + 1
 	if err := r.rt.SetLabel(ctx, c.ID, containers.LabelRestarts, strconv.Itoa(n)); err != nil {
 		r.log.Warn("count restart", "container", c.ID, "err", err)
@@ -636,6 +647,41 @@ func (r *reconciler) restart(ctx context.Context, c containers.Container, st *in
 	st.healthFails = 0
 	st.nextProbe = now
 	r.mu.Unlock()
+}
+
+// reattach sets the network of a stopped CNI container up again when its
+// pinned namespace is missing: CNI DEL first (its old IP goes back to netd,
+// so nothing leaks), then a new namespace at the same path (the one its OCI
+// spec names), CNI ADD through netd's conflist and its resolv.conf, and the
+// IP label (what publish reads) set to the new address. The container is
+// kept, not made anew, so it comes back from local state alone: its ports
+// come from the spec when the cluster state is readable (w != nil).
+func (r *reconciler) reattach(ctx context.Context, c containers.Container, w *want) error {
+	if c.Labels[containers.LabelNetwork] != "cni" || r.net == nil {
+		return nil
+	}
+	if _, err := os.Stat(network.NetNSPath(c.ID)); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	app := c.Labels[containers.LabelApp]
+	var ports []appapi.Port
+	if w != nil {
+		ports = w.svc.Ports
+	} else {
+		r.log.Warn("reattach instance without the cluster state: host ports are mapped again on its next update", "container", c.ID)
+	}
+	if err := r.net.Teardown(ctx, c.ID, app, ports); err != nil {
+		r.log.Warn("release the old network of instance", "container", c.ID, "err", err)
+	}
+	att, err := r.net.Setup(ctx, c.ID, app, ports)
+	if err != nil {
+		return fmt.Errorf("attach %s to the network again: %w", c.ID, err)
+	}
+	if err := r.rt.SetLabel(ctx, c.ID, containers.LabelIP, att.IP); err != nil {
+		return fmt.Errorf("record the new ip of %s: %w", c.ID, err)
+	}
+	r.log.Info("attached instance to the network again", "container", c.ID, "old_ip", c.Labels[containers.LabelIP], "ip", att.IP)
+	return nil
 }
 
 func (r *reconciler) runProbe(ctx context.Context, c containers.Container, h *appapi.Health, st *instState) {
