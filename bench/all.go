@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"stellar.dev/bench/apps"
 	"stellar.dev/bench/dns"
 	"stellar.dev/bench/footprint"
 	"stellar.dev/bench/gossip"
@@ -20,5 +21,6 @@ func All() []harness.Benchmark {
 		proxy.Benchmark,
 		dns.Benchmark,
 		gossip.Benchmark,
+		apps.Benchmark,
 	}
 }
