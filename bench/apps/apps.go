@@ -33,7 +33,10 @@ var Benchmark = harness.Benchmark{
 const busyboxRef = "stellar.test/busybox:latest"
 
 var (
-	containerArgs = []string{"sleep", "1000000"}
+	// containerArgs is what every container runs, for all subjects: a shell
+	// that exits on SIGTERM (a bare sleep as PID 1 ignores it, and each
+	// delete would wait out the 10 s stop grace).
+	containerArgs = []string{"sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"}
 	daemons       = []string{"gossip", "netd", "dnsd", "proxyd", "appd"}
 )
 
@@ -157,7 +160,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		res.Subjects = append(res.Subjects, podman)
 	}
 	res.Notes = append(res.Notes,
-		"One node (stellar-gossip, -netd, -dnsd, -proxyd, -appd and its own containerd) in a private network namespace; the busybox image is imported first (not timed). Every container runs `sleep`.",
+		"One node (stellar-gossip, -netd, -dnsd, -proxyd, -appd and its own containerd) in a private network namespace; the busybox image is imported first (not timed). Every container runs a shell loop of `sleep 1` that exits on SIGTERM.",
 		"Stellar: time from POST /v1/apps (an app of N instances, network: true: own namespace, CNI ADD through netd's conflist, resolv.conf) to GET /v1/apps/NAME showing N instances running with a PID, polled every 20 ms. The app is deleted between runs.",
 		"ctr: the same N containers started one after the other with `ctr run -d --cni` against the same containerd, with /etc/cni/net.d and /opt/cni/bin replaced (private mount namespace) by netd's conflist and the plugins, so the networking work is the same; timed from the first call to the last return.",
 		"podman: `podman run -d` N times with its own storage under the work dir, in the same network namespace, with its default network.",
@@ -377,10 +380,13 @@ func (n *node) stellarDelete(ctx context.Context, name string) error {
 	if err := n.call("DELETE", "/v1/apps/"+name, nil, nil); err != nil {
 		return err
 	}
-	return waitFor(ctx, 3*time.Minute, func() bool {
+	if err := waitFor(ctx, 10*time.Minute, func() bool {
 		out, err := n.ctrNS("stellar", "containers", "ls", "-q").Output()
 		return err == nil && strings.TrimSpace(string(out)) == ""
-	})
+	}); err != nil {
+		return fmt.Errorf("delete app %s: containers left: %w", name, err)
+	}
+	return nil
 }
 
 func (n *node) ctrNS(ns string, args ...string) *exec.Cmd {
@@ -396,7 +402,7 @@ func (n *node) ctr(args ...string) *exec.Cmd { return n.ctrNS("bench", args...) 
 func (n *node) ctrStart(ctx context.Context, name string, size int) (time.Duration, error) {
 	var script strings.Builder
 	fmt.Fprintf(&script, "set -e; mount --make-rprivate /; mount --bind %q /etc/cni/net.d; mount -t tmpfs none /opt; mkdir -p /opt/cni; ln -s %q /opt/cni/bin; ", n.conf, n.bins)
-	script.WriteString(`t0=$(date +%s%N); for i in $(seq 1 "$N"); do ctr --address "$SOCK" -n bench run -d --cni "$IMG" "$NAME-$i" sleep 1000000 >/dev/null; done; t1=$(date +%s%N); echo $((t1 - t0))`)
+	script.WriteString(`t0=$(date +%s%N); for i in $(seq 1 "$N"); do ctr --address "$SOCK" -n bench run -d --cni "$IMG" "$NAME-$i" sh -c "trap 'exit 0' TERM; while :; do sleep 1; done" >/dev/null; done; t1=$(date +%s%N); echo $((t1 - t0))`)
 	c := exec.CommandContext(ctx, "nsenter", "--net="+n.ns, "--", "unshare", "-m", "--", "sh", "-c", script.String())
 	c.Env = append(os.Environ(), "N="+strconv.Itoa(size), "SOCK="+n.sock(), "IMG="+busyboxRef, "NAME="+name)
 	out, err := c.CombinedOutput()
