@@ -6,7 +6,7 @@ require stellar.dev/api v0.0.0-00010101000000-000000000000
 
 require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
-	github.com/spf13/pflag v1.0.9 // indirect
+	github.com/spf13/pflag v1.0.10 // indirect
 )
 
 replace stellar.dev/api => ../api
