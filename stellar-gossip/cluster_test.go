@@ -125,15 +125,6 @@ func (n *testNode) kill() {
 	}
 }
 
-func (n *testNode) stop() {
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(30 * time.Second):
-		n.kill()
-	}
-}
-
 // eventually polls f until it returns nil or the time is up.
 func eventually(t *testing.T, within time.Duration, what string, f func() error) {
 	t.Helper()

@@ -252,7 +252,7 @@ func fault(ctx context.Context, l *lab.Lab, args []string) error {
 		return nil
 	}
 	if len(args) == 0 {
-		return errors.New("usage: stellar-lab fault kill|poweroff|partition|delay|loss|heal|list ...")
+		return errors.New("usage: stellar-lab fault kill|poweroff|partition|delay|loss|heal|list ARGS")
 	}
 	switch args[0] {
 	case "kill":
