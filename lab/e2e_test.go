@@ -826,19 +826,26 @@ func TestEndToEnd(t *testing.T) {
 			after, _ := e.runningTasks(node)
 			st, _ := e.app(node)
 			for _, in := range st.Instances {
-				if in.Node == node && strings.Contains(in.Error, "/run/netns/") && strings.Contains(in.Error, "no such file") {
-					// Known: appd keeps the container's old network
-					// namespace path, which a reboot removed.
-					_ = l.Heal(ctx)
-					backN := 0
-					for id := range before {
-						if _, ok := after[id]; ok {
-							backN++
-						}
-					}
-					e.report(result{Test: "reboot-alone-node1", DetectS: booted.Seconds(), Note: fmt.Sprintf("%d of the %d containers it ran back; blocked: %s", backN, len(before), in.Error)})
-					t.Skipf("blocked: stellar-appd does not give a container a new network namespace after a reboot: %s: %s", in.Name(), in.Error)
+				if in.Node == node && in.Error != "" {
+					t.Logf("%s on %s: %s", in.Name(), node, in.Error)
 				}
+			}
+			if ms, _ := e.members(node); len(ms) == 1 {
+				// Known: after a reboot stellar-gossip lists no peers at
+				// all (not even as failed), so appd's reschedule_after
+				// damping never starts: the lone node places every
+				// instance on itself at once and renumbers its global
+				// instance (shell.1 becomes shell.0). The containers it
+				// kept come back (network attached again).
+				_ = l.Heal(ctx)
+				backN := 0
+				for id := range before {
+					if _, ok := after[id]; ok {
+						backN++
+					}
+				}
+				e.report(result{Test: "reboot-alone-node1", DetectS: booted.Seconds(), Note: fmt.Sprintf("%d of the %d containers it ran back; blocked: peers absent from the member list after a reboot", backN, len(before))})
+				t.Skipf("blocked: after a reboot stellar-gossip lists no peers, so stellar-appd re-places every instance on the lone node at once (no reschedule_after damping) and renumbers the global service: running %v, before %v, members %v", after, keysOf(before), ms)
 			}
 			t.Errorf("%s: containers %v not back from local state after %s (running: %v, %v)", node, keysOf(before), back, after, err)
 		}
