@@ -25,7 +25,6 @@ require (
 	github.com/containerd/errdefs v0.3.0 // indirect
 	github.com/containerd/fifo v1.1.0 // indirect
 	github.com/containerd/log v0.1.0 // indirect
-	github.com/containerd/platforms v0.2.1 // indirect
 	github.com/containerd/ttrpc v1.2.7 // indirect
 	github.com/containerd/typeurl/v2 v2.1.1 // indirect
 	github.com/cyphar/filepath-securejoin v0.5.1 // indirect
@@ -72,6 +71,7 @@ require (
 replace stellar.dev/daemon => ../daemon
 
 require (
+	github.com/containerd/platforms v0.2.1
 	github.com/containernetworking/cni v1.3.1
 	stellar.dev/testimages v0.0.0-00010101000000-000000000000
 )

@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"stellar.dev/api/appapi"
-	"stellar.dev/api/errdefs"
 	"stellar.dev/api/gossipapi"
 	"stellar.dev/stellar-appd/internal/placement"
 )
@@ -167,11 +165,6 @@ func boolSet(m map[string]string) map[string]bool {
 		out[k] = true
 	}
 	return out
-}
-
-// isUnavailable reports whether err means a daemon is absent.
-func isUnavailable(err error) bool {
-	return errors.Is(err, errdefs.ErrUnavailable)
 }
 
 func describe(err error) string {
