@@ -92,3 +92,45 @@ func TestWritePlots_chartsAndSpreadBesideReport(t *testing.T) {
 		t.Fatalf("report does not show the plot:\n%s", rep)
 	}
 }
+
+func TestUpdate_replacesOnlyTheSectionsRun(t *testing.T) {
+	benches := []harness.Benchmark{{Name: "footprint", Title: "Footprint"}, {Name: "dns", Title: "DNS"}, {Name: "proxy", Title: "Proxy"}}
+	m := harness.Machine{Cores: 2}
+	result := func(v float64) harness.Result {
+		s := harness.Subject{Name: "stellar", Kind: harness.KindStellar}
+		s.Add("qps", v)
+		return harness.Result{Metrics: []harness.Metric{{Name: "qps", Unit: "q/s", HigherIsBetter: true}}, Subjects: []harness.Subject{s}}
+	}
+	old := harness.Report(m, []harness.Outcome{
+		{Bench: benches[2], Result: result(3)},
+		{Bench: benches[0], Result: result(1)},
+	})
+	tests := []struct {
+		name string
+		outs []harness.Outcome
+		want []string // section headings in order, with a figure each
+	}{
+		{"replace one, keep the other", []harness.Outcome{{Bench: benches[2], Result: result(7)}}, []string{"## Footprint", "| 1.00 ", "## Proxy", "| 7.00 "}},
+		{"add a new one in the benchmarks' order", []harness.Outcome{{Bench: benches[1], Result: result(5)}}, []string{"## Footprint", "| 1.00 ", "## DNS", "| 5.00 ", "## Proxy", "| 3.00 "}},
+		{"a failure replaces the old figures", []harness.Outcome{{Bench: benches[0], Err: os.ErrNotExist}}, []string{"## Footprint", "Did not complete", "## Proxy", "| 3.00 "}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := harness.Update(old, m, benches, tc.outs)
+			rest := got
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("%q missing or out of order in:\n%s", w, got)
+				}
+				rest = rest[i+len(w):]
+			}
+			if strings.Count(got, "# Stellar benchmark results") != 1 {
+				t.Fatalf("header repeated:\n%s", got)
+			}
+		})
+	}
+	if got := harness.Update("# an old report without markers\n## Footprint\n", m, benches, nil); strings.Contains(got, "## Footprint") {
+		t.Fatalf("unmarked old section kept:\n%s", got)
+	}
+}

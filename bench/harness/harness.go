@@ -134,14 +134,10 @@ type Machine struct {
 	CPU    string
 	Kernel string
 	Go     string
-	When   time.Time
 	// OS is PRETTY_NAME from /etc/os-release.
 	OS string
 	// Stellar is the measured binaries' version and the tree's commit.
 	Stellar string
-	// LoadStart and LoadEnd are the 1-minute load averages before and after
-	// the run: above half the cores, other work shared the machine.
-	LoadStart, LoadEnd float64
 	// Command is how the report was made, to re-run it.
 	Command string
 }
@@ -162,7 +158,7 @@ func LoadAverage() float64 {
 
 // ReadMachine reads the machine's description.
 func ReadMachine() Machine {
-	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), When: time.Now().UTC()}
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version()}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
@@ -173,7 +169,6 @@ func ReadMachine() Machine {
 			}
 		}
 	}
-	m.LoadStart = LoadAverage()
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -219,9 +214,9 @@ func RunAll(ctx context.Context, benches []Benchmark, only []string, o Options) 
 			continue
 		}
 		o.Log.Info("benchmark", "name", b.Name, "short", o.Short, "runs", o.Runs)
-		start := time.Now()
+		start, load := time.Now(), LoadAverage()
 		r, err := b.Run(ctx, o)
-		out = append(out, Outcome{Bench: b, Result: r, Err: err, Took: time.Since(start)})
+		out = append(out, Outcome{Bench: b, Result: r, Err: err, Took: time.Since(start), When: time.Now().UTC(), LoadStart: load, LoadEnd: LoadAverage()})
 		if err != nil {
 			o.Log.Error("benchmark failed", "name", b.Name, "err", err)
 		}
@@ -235,6 +230,11 @@ type Outcome struct {
 	Result Result
 	Err    error
 	Took   time.Duration
+	// When the benchmark finished.
+	When time.Time
+	// LoadStart and LoadEnd are the 1-minute load averages before and after
+	// this benchmark: above half the cores, other work shared the machine.
+	LoadStart, LoadEnd float64
 }
 
 func contains(xs []string, s string) bool {
@@ -246,31 +246,75 @@ func contains(xs []string, s string) bool {
 	return false
 }
 
-// Report renders the outcomes as Markdown.
+// Report renders the outcomes as Markdown: a header describing the machine,
+// then one section per outcome. Each section starts with a marker line
+// naming its benchmark, so Update can replace it alone later.
 func Report(m Machine, outs []Outcome) string {
+	var b strings.Builder
+	b.WriteString(header(m))
+	for _, o := range outs {
+		b.WriteString(Section(m, o))
+	}
+	return b.String()
+}
+
+// Update renders the outcomes into an existing report: the sections of the
+// benchmarks that ran are replaced (or added), every other section of old is
+// kept as it was, and sections follow the order of benches. A report made
+// before sections carried markers keeps none of its old sections.
+func Update(old string, m Machine, benches []Benchmark, outs []Outcome) string {
+	kept := sections(old)
+	for _, o := range outs {
+		kept[o.Bench.Name] = Section(m, o)
+	}
+	var b strings.Builder
+	b.WriteString(header(m))
+	for _, bn := range benches {
+		if s, ok := kept[bn.Name]; ok {
+			b.WriteString(s)
+		}
+	}
+	return b.String()
+}
+
+const sectionMarker = "<!-- bench:"
+
+// sections splits a report into its marked sections, by benchmark name.
+func sections(report string) map[string]string {
+	out := map[string]string{}
+	parts := strings.Split(report, sectionMarker)
+	for _, p := range parts[1:] {
+		name, _, ok := strings.Cut(p, " -->")
+		if !ok || strings.ContainsAny(name, " \n") {
+			continue
+		}
+		out[name] = sectionMarker + p
+	}
+	return out
+}
+
+func header(m Machine) string {
 	var b strings.Builder
 	b.WriteString("# Stellar benchmark results\n\n")
 	b.WriteString("Written by `make bench`. Each benchmark runs Stellar and the peer an operator would pick instead\n")
 	b.WriteString("in the same run on the same machine with the same CPU pinning. Figures are medians with\n")
-	b.WriteString("[min–max] over the runs; the ratio is Stellar's median over the subject's.\n\n")
-	fmt.Fprintf(&b, "Machine: %d cores, %s, %s, kernel %s, %s; run finished %s.\n\n", m.Cores, m.CPU, m.OS, m.Kernel, m.Go, m.When.Format(time.RFC3339))
-	if m.Stellar != "" {
-		fmt.Fprintf(&b, "Stellar: %s. Peers' versions are in each table.\n\n", m.Stellar)
-	}
-	if m.Cores > 0 && max(m.LoadStart, m.LoadEnd) > float64(m.Cores)/2 {
-		fmt.Fprintf(&b, "**Taken on a loaded machine:** the 1-minute load average was %.1f before and %.1f after the run on %d cores (other work shared it). Absolute figures are lower and noisier than on an idle machine; Stellar and its peers ran in the same run, alternating, so the ratios stay comparable.\n\n", m.LoadStart, m.LoadEnd, m.Cores)
-	} else if m.Cores > 0 {
-		fmt.Fprintf(&b, "The machine was otherwise idle (1-minute load average %.1f before, %.1f after the run).\n\n", m.LoadStart, m.LoadEnd)
-	}
-	if m.Command != "" {
-		fmt.Fprintf(&b, "Re-run: `make bench` (as root; `make bench-deps` installs the peers), or `%s`.\n\n", m.Command)
-	}
-	for _, o := range outs {
-		fmt.Fprintf(&b, "## %s\n\n", o.Bench.Title)
-		if o.Err != nil {
-			fmt.Fprintf(&b, "**Did not complete:** %v\n\n", o.Err)
-			continue
-		}
+	b.WriteString("[min–max] over the runs; the ratio is Stellar's median over the subject's. Each section\n")
+	b.WriteString("ends with when it ran, from which commit, and how loaded the machine was: a section can be\n")
+	b.WriteString("re-run alone (`-only NAME`), which replaces it and keeps the others.\n\n")
+	fmt.Fprintf(&b, "Machine: %d cores, %s, %s, kernel %s, %s.\n\n", m.Cores, m.CPU, m.OS, m.Kernel, m.Go)
+	b.WriteString("Re-run: `make bench` (as root; `make bench-deps` installs the peers), or one benchmark:\n")
+	b.WriteString("`go run ./bench/cmd/stellar-bench -only NAME` (names: `go run ./bench/cmd/stellar-bench -h`).\n\n")
+	return b.String()
+}
+
+// Section renders one outcome, with its marker line and its run's
+// circumstances (when, what, how loaded).
+func Section(m Machine, o Outcome) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s%s -->\n## %s\n\n", sectionMarker, o.Bench.Name, o.Bench.Title)
+	if o.Err != nil {
+		fmt.Fprintf(&b, "**Did not complete:** %v\n\n", o.Err)
+	} else {
 		r := o.Result
 		if r.Goal != "" {
 			fmt.Fprintf(&b, "Goal: %s\n\n", r.Goal)
@@ -285,8 +329,21 @@ func Report(m Machine, outs []Outcome) string {
 		for _, p := range r.Plots {
 			fmt.Fprintf(&b, "![%s](%s)\n\n", filepath.Base(p), p)
 		}
-		fmt.Fprintf(&b, "_Took %s._\n\n", o.Took.Round(time.Second))
 	}
+	fmt.Fprintf(&b, "_Ran %s for %s", o.When.Format(time.RFC3339), o.Took.Round(time.Second))
+	if m.Stellar != "" {
+		fmt.Fprintf(&b, "; Stellar %s", m.Stellar)
+	}
+	if m.Command != "" {
+		fmt.Fprintf(&b, "; `%s`", m.Command)
+	}
+	b.WriteString("._\n")
+	if m.Cores > 0 && max(o.LoadStart, o.LoadEnd) > float64(m.Cores)/2 {
+		fmt.Fprintf(&b, "**Taken on a loaded machine:** the 1-minute load average was %.1f before and %.1f after on %d cores (other work shared it). Absolute figures are lower and noisier than on an idle machine; Stellar and its peers ran in the same run, alternating, so the ratios stay comparable.\n", o.LoadStart, o.LoadEnd, m.Cores)
+	} else if m.Cores > 0 {
+		fmt.Fprintf(&b, "_The machine was otherwise quiet: 1-minute load average %.1f before, %.1f after, on %d cores._\n", o.LoadStart, o.LoadEnd, m.Cores)
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"stellar.dev/bench"
 	"stellar.dev/bench/harness"
@@ -37,18 +36,22 @@ func run(ctx context.Context, args []string) error {
 	only := fs.String("only", "", "comma-separated benchmark names to run (default all)")
 	out := fs.String("out", "bench/RESULTS.md", "where to write the report")
 	binDir := fs.String("bin", "bin", "directory with Stellar's binaries (make build)")
+	fresh := fs.Bool("fresh", false, "write a new report with only the benchmarks run now (default: replace their sections in the existing report and keep the others)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: stellar-bench [flags]
 
 Runs Stellar's side-by-side benchmarks: each measures Stellar and the peer an
 operator would pick instead, in the same run, on the same machine, with the same
 CPU pinning, and writes medians [min-max] and ratios to a Markdown report.
+Each benchmark has its own section, stamped with when it ran, the commit and
+the machine's load; running some (-only) replaces their sections in the
+existing report and keeps the others (-fresh starts a new report).
 Needs root (network namespaces) and the peers (make bench-deps).
 
 Benchmarks:
 `)
 		for _, b := range bench.All() {
-			fmt.Fprintf(fs.Output(), "  %-12s %s\n", b.Name, b.Title)
+			fmt.Fprintf(fs.Output(), "  %-14s %s\n", b.Name, b.Title)
 		}
 		fmt.Fprintln(fs.Output(), "\nFlags:")
 		fs.PrintDefaults()
@@ -86,8 +89,10 @@ Benchmarks:
 	if err := harness.WritePlots(o.PlotDir, outs); err != nil {
 		o.Log.Error("plots", "err", err)
 	}
-	machine.When, machine.LoadEnd = time.Now().UTC(), harness.LoadAverage()
 	report := harness.Report(machine, outs)
+	if old, err := os.ReadFile(*out); err == nil && !*fresh {
+		report = harness.Update(string(old), machine, bench.All(), outs)
+	}
 	if err := os.WriteFile(*out, []byte(report), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
