@@ -9,9 +9,9 @@
 # Needs root. Environment:
 #   NODES=3                 how many nodes (at least 2)
 #   DEMO_DIR=/var/tmp/stellar-demo   where the image archives and app spec go
-#   DEMO_IMPORT_ALL=1       import the images on every node (the default while
-#                           stellar-appd cannot fetch an image from a peer);
-#                           0 imports them on node1 only
+#   DEMO_IMPORT_ALL=0       1 imports the images on every node; by default
+#                           only node1 has them and the others fetch them
+#                           from a peer over the peer port when they need them
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +20,7 @@ cd "$repo"
 
 NODES=${NODES:-3}
 DEMO_DIR=${DEMO_DIR:-/var/tmp/stellar-demo}
-DEMO_IMPORT_ALL=${DEMO_IMPORT_ALL:-1}
+DEMO_IMPORT_ALL=${DEMO_IMPORT_ALL:-0}
 LAB=$repo/bin/stellar-lab
 APP=example
 HOST=web.example.test
@@ -75,7 +75,7 @@ step "Bringing up $NODES nodes with $(basename "$deb") (the first run builds the
 show ./bin/stellar-lab up -n "$NODES" --deb "$deb" || { echo "demo: stellar-lab up failed" >&2; exit 1; }
 show ./bin/stellar-lab status
 
-step "The cluster"
+step "The cluster: the nodes found each other by gossip (no master); every node sees every node"
 all_alive() {
 	local out
 	out=$(quiet node1 sctl cluster nodes 2>/dev/null) || return 1
@@ -85,9 +85,9 @@ wait_for 120 "all $NODES nodes alive in 'sctl cluster nodes' on node1" all_alive
 on node1 sctl cluster nodes
 
 if [ "$DEMO_IMPORT_ALL" = 1 ]; then
-	step "Importing the test images on every node (stellar-appd does not fetch images from peers yet; DEMO_IMPORT_ALL=0: node1 only)"
+	step "Importing the test images on every node (DEMO_IMPORT_ALL=1)"
 else
-	step "Importing the test images on node1 (the other nodes fetch them from a peer when they need them)"
+	step "Importing the test images on node1 only (node2 and node3 fetch them from a peer over the peer port when an instance needs them)"
 fi
 import_on() {
 	local n=$1 f
@@ -102,7 +102,7 @@ if [ "$DEMO_IMPORT_ALL" = 1 ]; then
 	for i in $(seq 2 "$NODES"); do import_on "node$i" || problem "importing the images on node$i failed"; done
 fi
 
-step "Deploying the example app"
+step "Deploying the example app: 3 instances of a tiny web server and a busybox shell, placed across the nodes"
 cat >"$DEMO_DIR/example.json" <<EOF
 {
   "name": "$APP",
@@ -142,10 +142,25 @@ wait_for 180 "3 instances of web running" running web 3
 wait_for 60 "1 instance of shell running" running shell 1
 on node1 sctl apps inspect "$APP"
 
-step "The cluster's DNS zone"
+if [ "$DEMO_IMPORT_ALL" = 1 ]; then
+	step "The images on each node"
+else
+	step "The images on each node (node1 imported them; the others fetched the ones their instances need from a peer)"
+fi
+for i in $(seq 1 "$NODES"); do
+	on "node$i" sctl images list || problem "sctl images list on node$i failed"
+done
+if [ "$DEMO_IMPORT_ALL" != 1 ]; then
+	for i in $(seq 2 "$NODES"); do
+		echo "(stellar-appd on node$i, when an instance needed an image it did not have:)"
+		on "node$i" journalctl --no-pager -o cat -u stellar-appd --grep 'image.*peer' | tail -n 4 || true
+	done
+fi
+
+step "The cluster's DNS zone: records of every instance, written by the node that runs it"
 on node1 sctl nameserver list
 
-step "A DNS lookup of the web service from the busybox container"
+step "A DNS lookup of the web service from inside the busybox container (cluster DNS, the IPs of all 3 instances)"
 shell_node=
 for i in $(seq 1 "$NODES"); do
 	if quiet "node$i" ctr -n stellar task ls 2>/dev/null | grep -q "^$APP.shell.0 .*RUNNING"; then shell_node=node$i; fi
@@ -158,7 +173,7 @@ else
 		nslookup web.$APP.stellar 169.254.53.53 || problem "DNS lookup of web.$APP.stellar from $APP.shell.0 failed"
 fi
 
-step "Requests from the outside world (the client namespace) through stellar-proxyd on each node"
+step "Requests from the outside world (the client namespace) through stellar-proxyd on each node: every proxy reaches the instances on all nodes"
 declare -A seen=()
 for try in $(seq 1 6); do
 	for i in $(seq 1 "$NODES"); do
@@ -192,15 +207,17 @@ fi
 cat <<EOF
 
 What to try next:
-  ./bin/stellar-lab exec node1 -- sctl apps scale $APP web 5        # more instances
+  ./bin/stellar-lab exec node1 -- sctl apps scale $APP web 5      # more instances
   ./bin/stellar-lab exec client -- curl -s -H 'Host: $HOST' http://10.77.0.12/
   ./bin/stellar-lab exec node2 -- dig +short web.$APP.stellar @169.254.53.53
-  ./bin/stellar-lab fault poweroff node3    # then watch 'sctl apps inspect $APP' on node1
-  ./bin/stellar-lab up -n $NODES                 # boots node3 again, disk as it was
-  ./bin/stellar-lab fault partition node1   # node1 alone; 'fault heal' to undo
-  ./bin/stellar-lab fault kill node2 stellar-gossip.service
+  ./bin/stellar-lab fault poweroff node3   # then watch 'sctl apps inspect $APP' on node1:
+                                           # node3's instance moves after reschedule_after (60 s)
+  ./bin/stellar-lab up -n $NODES                # boots node3 again, its disk as it was
+  ./bin/stellar-lab fault partition node1  # node1 alone; 'fault heal' to undo
+  ./bin/stellar-lab fault kill node2 stellar-gossip.service   # systemd restarts it
   ./bin/stellar-lab logs node1 stellar-appd
-  ./bin/stellar-lab exec node1 -- bash      # a shell in a node
-  make demo-down                            # remove the lab
+  ./bin/stellar-lab exec node1 -- bash     # a shell in a node
+  lab/README.md                            # every command and fault of the lab
+  make demo-down                           # remove the lab
 EOF
 [ "${#problems[@]}" -eq 0 ]
