@@ -116,6 +116,14 @@ func runDataPath(ctx context.Context, o harness.Options) (harness.Result, error)
 		return res, err
 	}
 
+	// The same topology as Stellar's, built by hand: the physical cost of
+	// three veth pairs, two bridges and a routed hop, with no netd, no
+	// nftables and no CNI plugin.
+	handSrv, handClt, err := handTopology(addNS, veth, pid)
+	if err != nil {
+		return res, err
+	}
+
 	// Two Stellar nodes.
 	var nodes []*node
 	for i, name := range []string{"node-a", "node-b"} {
@@ -191,21 +199,23 @@ func runDataPath(ctx context.Context, o harness.Options) (harness.Result, error)
 
 	stellar := harness.Subject{Name: "Stellar: container to container across nodes", Kind: harness.KindStellar, Version: version(netdBin)}
 	bare := harness.Subject{Name: "bare veth pair between two namespaces", Kind: harness.KindLimit}
+	hand := harness.Subject{Name: "the same topology built by hand (3 veth pairs, 2 bridges, static routes; no netd, no nftables)", Kind: harness.KindLimit}
 	for r := range runs {
 		order := []func() error{
 			func() error { return measure(ctx, &stellar, ctrNS[1], ctrNS[0], ctrIP[1], secs) },
 			func() error { return measure(ctx, &bare, bareB, bareA, "10.79.0.2", secs) },
+			func() error { return measure(ctx, &hand, handSrv, handClt, handServerIP, secs) },
 		}
-		if r%2 == 1 {
-			order[0], order[1] = order[1], order[0]
-		}
+		// Rotate which goes first, so a load that changes during the
+		// run does not favour one subject.
+		order = append(order[r%len(order):], order[:r%len(order)]...)
 		for _, f := range order {
 			if err := f(); err != nil {
 				return res, err
 			}
 		}
 	}
-	res.Subjects = []harness.Subject{stellar, bare}
+	res.Subjects = []harness.Subject{stellar, bare, hand}
 	return res, nil
 }
 
@@ -344,4 +354,59 @@ func iperfOnce(ctx context.Context, s *harness.Subject, serverNS, clientNS, serv
 	}
 	s.Add("tcp", r.End.SumReceived.BitsPerSecond/1e9)
 	return nil
+}
+
+// handServerIP is the server container's address in the hand-built topology.
+const handServerIP = "172.30.4.2"
+
+// handTopology builds Stellar's data path by hand: two node namespaces on a
+// veth link, each with a bridge holding the gateway of its /22, a container
+// namespace on each bridge through a veth pair, and one static route per
+// node to the other's block. It returns the server's and the client's
+// container namespaces.
+func handTopology(addNS func(string) (string, error), veth func(nsA, nsB, name, ipA, ipB string) error, pid int) (srv, clt string, err error) {
+	var nodes, ctrs [2]string
+	for i, side := range []string{"a", "b"} {
+		if nodes[i], err = addNS("hand-node-" + side); err != nil {
+			return "", "", err
+		}
+		if ctrs[i], err = addNS("hand-ctr-" + side); err != nil {
+			return "", "", err
+		}
+	}
+	if err := veth(nodes[0], nodes[1], fmt.Sprintf("shn%d", pid%10000), "10.76.0.1/24", "10.76.0.2/24"); err != nil {
+		return "", "", err
+	}
+	for i := range nodes {
+		gw, ctr, other := fmt.Sprintf("172.30.%d.1", 4*i), fmt.Sprintf("172.30.%d.2/22", 4*i), fmt.Sprintf("172.30.%d.0/22", 4*(1-i))
+		steps := [][]string{
+			{nodes[i], "ip", "link", "add", "hbr0", "type", "bridge"},
+			{nodes[i], "ip", "addr", "add", gw + "/22", "dev", "hbr0"},
+			{nodes[i], "ip", "link", "set", "hbr0", "up"},
+			{nodes[i], "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+			{nodes[i], "ip", "route", "add", other, "via", fmt.Sprintf("10.76.0.%d", 2-i)},
+		}
+		for _, st := range steps {
+			if out, err := ipns(st[0], st[1:]...); err != nil {
+				return "", "", fmt.Errorf("hand-built topology: %s: %v: %s", strings.Join(st[1:], " "), err, out)
+			}
+		}
+		host := fmt.Sprintf("shc%d%d", pid%10000, i)
+		if err := mustIP("link", "add", "eth0", "netns", ctrs[i], "type", "veth", "peer", "name", host, "netns", nodes[i]); err != nil {
+			return "", "", err
+		}
+		steps = [][]string{
+			{nodes[i], "ip", "link", "set", host, "master", "hbr0"},
+			{nodes[i], "ip", "link", "set", host, "up"},
+			{ctrs[i], "ip", "addr", "add", ctr, "dev", "eth0"},
+			{ctrs[i], "ip", "link", "set", "eth0", "up"},
+			{ctrs[i], "ip", "route", "add", "default", "via", gw},
+		}
+		for _, st := range steps {
+			if out, err := ipns(st[0], st[1:]...); err != nil {
+				return "", "", fmt.Errorf("hand-built topology: %s: %v: %s", strings.Join(st[1:], " "), err, out)
+			}
+		}
+	}
+	return ctrs[1], ctrs[0], nil
 }
