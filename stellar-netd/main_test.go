@@ -17,6 +17,9 @@ const netnsMarker = "STELLAR_NETD_TEST_NETNS"
 // namespace of its own (unshare -n): netd changes host networking, and
 // nothing of it may reach the host's namespace.
 func TestMain(m *testing.M) {
+	if code, ok := helperMain(); ok {
+		os.Exit(code)
+	}
 	if os.Geteuid() == 0 && os.Getenv(netnsMarker) == "" {
 		args := append([]string{"-n", "--", os.Args[0]}, os.Args[1:]...)
 		cmd := exec.Command("unshare", args...)

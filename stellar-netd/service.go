@@ -497,7 +497,7 @@ func (s *service) host(ctx context.Context, block netip.Prefix) {
 	if err := hostnet.EnableForwarding(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := hostnet.EnsureMasquerade(ctx, block, s.cluster, s.cfg.Network.Bridge); err != nil {
+	if err := hostnet.EnsureTable(ctx, block, s.cluster, s.cfg.Network.Bridge); err != nil {
 		errs = append(errs, err)
 	}
 	if err := hostnet.EnsureDNSAddress(s.dns); err != nil {

@@ -1,7 +1,8 @@
 // Package hostnet changes the node's networking for netd, through netlink:
 // the container bridge, IP forwarding, the cluster DNS address on lo, the
 // static routes to peers (marked with netd's own route protocol number)
-// and the masquerade rule (an nftables table of netd's own).
+// and netd's nftables table (masquerade, and no connection tracking of
+// container to container traffic between nodes).
 package hostnet
 
 import (
@@ -119,28 +120,57 @@ func RemoveDNSAddress(addr netip.Addr) error {
 	return nil
 }
 
-// MasqueradeRules is the nftables script that replaces netd's table:
-// traffic from the node's block to anywhere outside the cluster range is
-// masqueraded (container to container traffic keeps its source IP).
-func MasqueradeRules(block, clusterRange netip.Prefix, bridge string) string {
+// TableRules is the nftables script that replaces netd's table. It
+//
+//   - masquerades traffic from the node's block to anywhere outside the
+//     cluster range (container to container traffic keeps its source IP),
+//     and traffic to another node's gateway address (the first IP of its
+//     block), which is an address of that node like its own;
+//   - exempts container to container traffic between this node's block and
+//     the rest of the cluster range from connection tracking (notrack at raw
+//     priority): it is only forwarded, and conntrack on every packet is a
+//     cost on the data path. Traffic inside the node's own block stays
+//     tracked (a hostPort reached through the node's address from a
+//     container on the same bridge needs its DNAT undone on a reply that is
+//     bridged), and so does traffic to or from a gateway address, so
+//     portmap's DNAT on a node's own addresses keeps working for every
+//     client: a client on another node reaches them masqueraded.
+func TableRules(block, clusterRange netip.Prefix, bridge string) string {
+	gw := block.Addr().Next()
 	return fmt.Sprintf(`table ip %[1]s
 delete table ip %[1]s
 table ip %[1]s {
+	chain prerouting {
+		type filter hook prerouting priority raw; policy accept;
+		ip saddr %[2]s ip daddr %[3]s ip daddr != %[2]s ip daddr & %[5]s != %[6]s notrack
+		ip saddr %[3]s ip saddr != %[2]s ip daddr %[2]s ip daddr != %[7]s notrack
+	}
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
 		ip saddr %[2]s ip daddr != %[3]s oifname != %[4]q masquerade
+		ip saddr %[2]s ip daddr %[3]s ip daddr & %[5]s == %[6]s oifname != %[4]q masquerade
 	}
 }
-`, NftTable, block, clusterRange, bridge)
+`, NftTable, block, clusterRange, bridge, hostMask(block.Bits()), gatewayHost, gw)
 }
 
-// EnsureMasquerade loads the masquerade table atomically with nft.
-func EnsureMasquerade(ctx context.Context, block, clusterRange netip.Prefix, bridge string) error {
-	return nft(ctx, MasqueradeRules(block, clusterRange, bridge))
+// hostMask is the IPv4 mask of the host part of a /bits block (0.0.3.255
+// for /22).
+func hostMask(bits int) netip.Addr {
+	m := ^uint32(0) >> bits
+	return netip.AddrFrom4([4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)})
 }
 
-// RemoveMasquerade deletes netd's table (cleanup only).
-func RemoveMasquerade(ctx context.Context) error {
+// gatewayHost is the host part of every block's gateway, its first IP.
+var gatewayHost = netip.AddrFrom4([4]byte{0, 0, 0, 1})
+
+// EnsureTable loads netd's nftables table atomically with nft.
+func EnsureTable(ctx context.Context, block, clusterRange netip.Prefix, bridge string) error {
+	return nft(ctx, TableRules(block, clusterRange, bridge))
+}
+
+// RemoveTable deletes netd's table (cleanup only).
+func RemoveTable(ctx context.Context) error {
 	return nft(ctx, fmt.Sprintf("table ip %[1]s\ndelete table ip %[1]s\n", NftTable))
 }
 
@@ -276,7 +306,7 @@ func Cleanup(ctx context.Context, bridge string, dns netip.Addr) error {
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
 		// Deleting a missing table fails; the script's "table" line makes it exist first.
-		if err := RemoveMasquerade(ctx); err != nil {
+		if err := RemoveTable(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -3,6 +3,10 @@
 // run it inside a node's network namespace.
 //
 //	cnirun add|check|del|gc CONFLIST CONTAINER_ID NETNS IFNAME PLUGIN_DIRS CACHE_DIR
+//
+// CNIRUN_PORT_MAPPINGS, when set, is the JSON list passed as the
+// portMappings capability (for portmap), e.g.
+// [{"hostPort":8080,"containerPort":9000,"protocol":"tcp"}].
 package main
 
 import (
@@ -33,6 +37,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	cni := libcni.NewCNIConfigWithCacheDir(strings.Split(dirs, ":"), cache, nil)
 	rt := &libcni.RuntimeConf{ContainerID: cid, NetNS: netns, IfName: ifname}
+	if pm := os.Getenv("CNIRUN_PORT_MAPPINGS"); pm != "" {
+		var maps []map[string]any
+		if err := json.Unmarshal([]byte(pm), &maps); err != nil {
+			return fmt.Errorf("decode CNIRUN_PORT_MAPPINGS: %w", err)
+		}
+		rt.CapabilityArgs = map[string]any{"portMappings": maps}
+	}
 	switch op {
 	case "add":
 		res, err := cni.AddNetworkList(ctx, list, rt)
