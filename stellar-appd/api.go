@@ -310,6 +310,13 @@ func (s *service) exportImage(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errdefs.New(errdefs.ErrNotFound, "image %s is not on node %s", ref, s.node)
 	}
+	if imgs, err := s.rt.Images(r.Context()); err == nil {
+		for _, im := range imgs {
+			if im.Name == ref {
+				w.Header().Set(DigestHeader, im.Digest)
+			}
+		}
+	}
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.WriteHeader(http.StatusOK)
 	if err := s.rt.Export(r.Context(), ref, w); err != nil {

@@ -8,7 +8,7 @@ replace stellar.dev/api => ../api
 
 require (
 	github.com/containerd/containerd v1.7.35
-	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/coreos/go-systemd/v22 v22.7.0 // indirect
 	github.com/opencontainers/runtime-spec v1.1.0
 	stellar.dev/daemon v0.0.0-00010101000000-000000000000
 )

@@ -26,10 +26,10 @@ func TestPeers_holdersOrder(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, ref string
-		want      []string
+		want      []holder
 	}{
-		{"publishedFirst", "stellar.test/busybox:latest", []string{"n3", "n2", "n6"}},
-		{"nobodyPublishes", "stellar.test/httpd:latest", []string{"n2", "n3", "n6"}},
+		{"publishedFirst", "stellar.test/busybox:latest", []holder{{"n3", "sha256:x"}, {node: "n2"}, {node: "n6"}}},
+		{"nobodyPublishes", "stellar.test/httpd:latest", []holder{{node: "n2"}, {node: "n3"}, {node: "n6"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &peers{node: "n1", st: st}

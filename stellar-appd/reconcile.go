@@ -63,6 +63,9 @@ type reconcilerConfig struct {
 	StopGrace time.Duration
 	// LogDir is where the log driver writes without a journal.
 	LogDir string
+	// JournalSocket is the journald socket the log driver sends to (""
+	// for the default, /run/systemd/journal/socket).
+	JournalSocket string
 	// MemoryMiB is the memory instances may reserve on this node (their
 	// resources.memory summed); 0: no check.
 	MemoryMiB int64
@@ -86,6 +89,7 @@ type instState struct {
 	exitAt        time.Time // when its exit was noticed
 	everHealthy   bool      // passed a check since its last start
 	updatePending time.Time // when an update of it was first due
+	fetching      bool      // waiting for its image (fetched in the background)
 }
 
 // reconciler drives this node's containers towards the cluster's apps.
@@ -96,6 +100,7 @@ type reconciler struct {
 	probe  prober
 	net    networker // nil: network: true instances get an empty namespace
 	gc     ipGC      // nil: no IP garbage collection
+	images *fetcher  // nil: images are got in the pass (tests of the loop)
 	lastGC time.Time
 	log    *slog.Logger
 
@@ -184,6 +189,14 @@ func (r *reconciler) Local() map[string]containers.Container {
 	return r.local
 }
 
+// Kick asks for a pass soon.
+func (r *reconciler) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
 // Run reconciles on every kick and every interval until ctx ends.
 func (r *reconciler) Run(ctx context.Context, kick <-chan struct{}, interval time.Duration) {
 	t := time.NewTicker(interval)
@@ -246,12 +259,14 @@ func (r *reconciler) Pass(ctx context.Context) error {
 			st := r.state(id)
 			if r.mayUpdate(v, w, c, now) {
 				// Never stop the old copy for an image that cannot be had.
-				if err := r.rt.PrepareImage(ctx, w.svc.Image); err != nil {
+				if err := r.imageReady(ctx, w.svc.Image, now); err != nil {
 					if st.updatePending.IsZero() {
 						st.updatePending = now
 					}
 					st.lastErr = "update: " + err.Error()
-					r.log.Warn("update blocked", "container", id, "err", err)
+					if !errors.Is(err, errFetching) {
+						r.log.Warn("update blocked", "container", id, "err", err)
+					}
 				} else {
 					r.log.Info("updating instance", "app", w.app.Spec.Name, "service", w.svc.Name, "index", w.index)
 					if err := r.remove(ctx, c, w.svc.Ports); err != nil {
@@ -315,6 +330,25 @@ func (r *reconciler) Pass(ctx context.Context) error {
 	}
 	r.setWaiting(waiting)
 	return nil
+}
+
+// errFetching says an image is being fetched in the background.
+var errFetching = errors.New("image is being fetched")
+
+// imageReady returns nil when ref is on this node; otherwise errFetching
+// while it is fetched in the background, or the last fetch's error.
+func (r *reconciler) imageReady(ctx context.Context, ref string, now time.Time) error {
+	if r.images == nil {
+		return r.rt.PrepareImage(ctx, ref)
+	}
+	ok, err := r.images.Image(ctx, ref, now)
+	switch {
+	case ok:
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%s: %w", ref, errFetching)
 }
 
 // remove deletes a container with its snapshot, then its network
@@ -467,6 +501,24 @@ func (r *reconciler) create(ctx context.Context, v *view, w want, now time.Time)
 			return
 		}
 	}
+	if r.images != nil {
+		// The image comes first, in the background: the pass never waits
+		// for a transfer. Declined only when no peer has it at all.
+		if err := r.imageReady(ctx, w.svc.Image, now); err != nil {
+			switch {
+			case errors.Is(err, errFetching):
+				st.fetching, st.lastErr = true, ""
+			case errors.Is(err, errdefs.ErrNotFound):
+				st.fetching, st.lastErr = false, err.Error()
+				r.fail(st, now)
+				r.decline(ctx, w, err.Error())
+			default:
+				st.fetching, st.lastErr = true, err.Error()
+			}
+			return
+		}
+		st.fetching = false
+	}
 	name := appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index)
 	labels := appapi.LabelMap(w.svc.Labels)
 	labels[containers.LabelApp] = w.app.Spec.Name
@@ -536,7 +588,7 @@ func (r *reconciler) decline(ctx context.Context, w want, reason string) {
 }
 
 func (r *reconciler) start(ctx context.Context, id string, w want, st *instState, now time.Time) {
-	args := logdriver.Args(w.app.Spec.Name, w.svc.Name, appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index), r.cfg.LogDir)
+	args := logdriver.Args(w.app.Spec.Name, w.svc.Name, appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index), r.cfg.LogDir, r.cfg.JournalSocket)
 	if _, err := r.rt.Start(ctx, id, args); err != nil {
 		r.fail(st, now)
 		st.lastErr = err.Error()
@@ -631,7 +683,7 @@ func (r *reconciler) restart(ctx context.Context, c containers.Container, w *wan
 		r.log.Warn("count restart", "container", c.ID, "err", err)
 	}
 	app, svc := c.Labels[containers.LabelApp], c.Labels[containers.LabelService]
-	args := logdriver.Args(app, svc, appapi.InstanceName(app, svc, c.Index()), r.cfg.LogDir)
+	args := logdriver.Args(app, svc, appapi.InstanceName(app, svc, c.Index()), r.cfg.LogDir, r.cfg.JournalSocket)
 	if _, err := r.rt.Start(ctx, c.ID, args); err != nil {
 		st.lastErr = err.Error()
 		r.log.Warn("restart instance", "container", c.ID, "err", err)
@@ -861,6 +913,8 @@ func (r *reconciler) publish(ctx context.Context, v *view, wants map[string]want
 		in := appapi.Instance{App: w.app.Spec.Name, Service: w.svc.Name, Index: w.index, Node: r.cfg.Node,
 			Image: w.svc.Image, Ports: w.svc.Ports, SpecHash: w.hash, Health: st.health, Error: st.lastErr}
 		switch {
+		case !ok && st.fetching:
+			in.Status = appapi.StatusFetching
 		case !ok:
 			if st.lastErr == "" {
 				continue

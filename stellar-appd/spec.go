@@ -74,7 +74,9 @@ func newService(env *daemon.Env) *service {
 	s.rec = newReconciler(reconcilerConfig{
 		Node: cfg.Node.Name, RescheduleAfter: cfg.Apps.RescheduleAfter,
 		LogDir: s.logDir(), MemoryMiB: memTotalMiB(),
+		JournalSocket: os.Getenv(journalSocketEnv),
 	}, st, rt, newProber(rt, instanceAddr), env.Log)
+	s.rec.images = newFetcher(fetcherConfig{}, rt, s.rec.Kick, env.Log)
 	s.rec.net = network.New(network.Config{
 		ConfDir: cfg.Network.CNIConfDir, BinDirs: cfg.Network.CNIBinDirs,
 		CacheDir:  filepath.Join(cfg.StateDirOf("appd"), "cni"),
@@ -88,6 +90,11 @@ func newService(env *daemon.Env) *service {
 	}
 	return s
 }
+
+// journalSocketEnv names another journald socket for the log driver than
+// /run/systemd/journal/socket (a journald listening elsewhere, or a test
+// that listens itself).
+const journalSocketEnv = "STELLAR_JOURNAL_SOCKET"
 
 // instanceAddr is where health checks reach an instance: its bridge IP, or
 // loopback for host-network instances.
@@ -126,15 +133,17 @@ func (s *service) Health(ctx context.Context) error {
 	return nil
 }
 
-// fetchImage asks the peers for an image this node lacks.
-func (s *service) fetchImage(ctx context.Context, ref string) (io.ReadCloser, error) {
-	rc, err := s.peers.FetchImage(ctx, ref)
+// fetchImage asks the peers (but those in skip) for an image this node
+// lacks.
+func (s *service) fetchImage(ctx context.Context, ref string, skip []string) (containers.Fetched, error) {
+	f, err := s.peers.FetchImage(ctx, ref, skip)
 	if err != nil {
 		s.env.Log.Info("image not fetched from peers", "image", ref, "err", err)
-		return nil, err
+		return f, err
 	}
-	s.env.Log.Info("fetching image from a peer", "image", ref)
-	return closeHook{rc, s.imagesDirty}, nil
+	s.env.Log.Info("fetching image from a peer", "image", ref, "peer", f.From, "digest", f.Digest)
+	f.Body = closeHook{f.Body, s.imagesDirty}
+	return f, nil
 }
 
 // closeHook calls after once the body is closed (the import is done).

@@ -13,7 +13,8 @@ const (
 	StatusRunning    = "running"
 	StatusRestarting = "restarting" // waiting out its backoff
 	StatusStopped    = "stopped"
-	StatusFailed     = "failed" // cannot be created (image, mount, ...)
+	StatusFailed     = "failed"   // cannot be created (image, mount, ...)
+	StatusFetching   = "fetching" // its image is being fetched from a peer
 )
 
 // Health states.
@@ -179,6 +180,16 @@ type ImageRef struct {
 }
 
 // Has reports whether the list holds ref.
+// Digest is the digest published for ref ("" when it is not listed).
+func (n NodeImages) Digest(ref string) string {
+	for _, im := range n.Images {
+		if im.Name == ref {
+			return im.Digest
+		}
+	}
+	return ""
+}
+
 func (n NodeImages) Has(ref string) bool {
 	for _, im := range n.Images {
 		if im.Name == ref {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -65,9 +66,28 @@ type Config struct {
 	// Fetch, when set, is asked for an OCI archive of an image that is not
 	// on this node before it is pulled from a registry (peers of the
 	// cluster: edge sites have no registry). It returns ErrNotFound when
-	// no peer has the image.
-	Fetch func(ctx context.Context, ref string) (io.ReadCloser, error)
+	// no peer has the image, another error when one has it but could not
+	// give it (worth another try).
+	// Peers in skip gave a bad copy already and are not asked again.
+	Fetch func(ctx context.Context, ref string, skip []string) (Fetched, error)
 }
+
+// Fetched is an image archive streamed from a peer.
+type Fetched struct {
+	// Body is the OCI archive; the import closes it.
+	Body io.ReadCloser
+	// Digest is the image's digest as the peer publishes it (the target
+	// of its image record); the imported image must have it. Empty: the
+	// peer said nothing, and only containerd's check of every blob against
+	// its manifest applies.
+	Digest string
+	// From names the peer, for messages.
+	From string
+}
+
+// ErrDigestMismatch is the error of a fetched image whose digest is not
+// the one its peer publishes.
+var ErrDigestMismatch = errors.New("digest mismatch")
 
 // Runtime is a connection to containerd.
 type Runtime struct {
@@ -255,41 +275,98 @@ func (r *Runtime) EnsureImage(ctx context.Context, ref string) (containerd.Image
 		if img, fetchErr = r.fetch(ctx, c, ref); fetchErr == nil {
 			return img, nil
 		}
+		if !errors.Is(fetchErr, errdefs.ErrNotFound) {
+			// A peer has it but did not give a good copy: the cluster's
+			// copy is the one to run (no pull), and worth another try,
+			// not a reason to decline.
+			return nil, errdefs.New(errdefs.ErrUnavailable, "image %s is not on this node and a peer has it but did not give it: %v", ref, fetchErr)
+		}
 	}
 	img, err = c.Pull(ctx, ref, containerd.WithPullUnpack)
 	if err != nil {
 		if fetchErr != nil {
-			return nil, errdefs.New(errdefs.ErrNotFound, "image %s is not on this node, no peer gave it (%v) and it cannot be pulled: %v", ref, fetchErr, err)
+			return nil, errdefs.New(errdefs.ErrNotFound, "image %s is not on this node, no peer has it (%v) and it cannot be pulled: %v", ref, fetchErr, err)
 		}
 		return nil, errdefs.New(errdefs.ErrNotFound, "image %s is not on this node and cannot be pulled: %v", ref, err)
 	}
 	return img, nil
 }
 
-// fetch imports ref from the archive Fetch streams (from a peer).
+// fetch imports ref from a peer, asking the next peer when one gives a bad
+// copy (a broken transfer or another digest). The error is ErrNotFound
+// only when no peer has the image at all.
 func (r *Runtime) fetch(ctx context.Context, c *containerd.Client, ref string) (containerd.Image, error) {
-	rc, err := r.cfg.Fetch(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	imgs, err := c.Import(ctx, rc, containerd.WithAllPlatforms(false))
-	if err != nil {
-		return nil, fmt.Errorf("import %s from a peer: %w", ref, err)
-	}
-	for _, im := range imgs {
-		if im.Name != ref {
-			continue
-		}
-		img := containerd.NewImage(c, im)
-		if ok, _ := img.IsUnpacked(ctx, r.cfg.Snapshotter); !ok {
-			if err := img.Unpack(ctx, r.cfg.Snapshotter); err != nil {
-				return nil, r.wrap("unpack "+ref, err)
+	var skip []string
+	var bad []error
+	for {
+		f, err := r.cfg.Fetch(ctx, ref, skip)
+		if err != nil {
+			if len(bad) > 0 && errors.Is(err, errdefs.ErrNotFound) {
+				return nil, errdefs.New(errdefs.ErrUnavailable, "no peer gave a good copy of %s: %v", ref, errors.Join(bad...))
 			}
+			return nil, err
 		}
-		return img, nil
+		img, err := r.fetchFrom(ctx, c, ref, f)
+		if err == nil {
+			return img, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		bad = append(bad, err)
+		if f.From == "" || slices.Contains(skip, f.From) {
+			return nil, errdefs.New(errdefs.ErrUnavailable, "fetch %s: %v", ref, errors.Join(bad...))
+		}
+		skip = append(skip, f.From)
 	}
-	return nil, errdefs.New(errdefs.ErrNotFound, "the archive a peer gave for %s does not hold it", ref)
+}
+
+// fetchFrom imports ref from the archive a peer streams and checks that
+// the image's digest is the one the peer publishes; a copy that is not is
+// deleted at once. Names the archive holds besides ref are not kept.
+//
+// containerd names the image as it imports it (the name annotation of the
+// archive's index), so between the import and the check the name exists:
+// nothing runs it meanwhile, since the fetch is what the reconciler waits
+// for before it creates a container.
+func (r *Runtime) fetchFrom(ctx context.Context, c *containerd.Client, ref string, f Fetched) (containerd.Image, error) {
+	defer f.Body.Close()
+	is := c.ImageService()
+	before := map[string]bool{}
+	if list, err := is.List(ctx); err == nil {
+		for _, im := range list {
+			before[im.Name] = true
+		}
+	}
+	imgs, err := c.Import(ctx, f.Body, containerd.WithAllPlatforms(false))
+	if err != nil {
+		return nil, fmt.Errorf("import %s from %s: %w", ref, f.From, err)
+	}
+	var got *images.Image
+	for i := range imgs {
+		switch {
+		case imgs[i].Name == ref:
+			got = &imgs[i]
+		case !before[imgs[i].Name]:
+			_ = is.Delete(ctx, imgs[i].Name) // not asked for
+		}
+	}
+	if got == nil {
+		return nil, fmt.Errorf("the archive %s gave for %s does not hold it: %w", f.From, ref, ErrDigestMismatch)
+	}
+	if f.Digest != "" && got.Target.Digest.String() != f.Digest {
+		if err := is.Delete(context.WithoutCancel(ctx), ref, images.SynchronousDelete()); err != nil {
+			return nil, fmt.Errorf("delete the bad copy of %s from %s (digest %s, published %s): %w", ref, f.From, got.Target.Digest, f.Digest, err)
+		}
+		return nil, fmt.Errorf("image %s from %s has digest %s, the peer publishes %s: %w", ref, f.From, got.Target.Digest, f.Digest, ErrDigestMismatch)
+	}
+	img := containerd.NewImage(c, *got)
+	if ok, _ := img.IsUnpacked(ctx, r.cfg.Snapshotter); !ok {
+		if err := img.Unpack(ctx, r.cfg.Snapshotter); err != nil {
+			return nil, r.wrap("unpack "+ref, err)
+		}
+	}
+	return img, nil
 }
 
 // Export writes an OCI archive of ref (this platform's manifest, with its

@@ -17,16 +17,25 @@ import (
 	"strings"
 	"sync"
 	"time"
+)
 
-	"github.com/coreos/go-systemd/v22/journal"
+// Syslog priorities of stdout and stderr lines.
+const (
+	priErr  = 3
+	priInfo = 6
 )
 
 // Flag marks the driver's command line: "stellar-appd --stellar-log-driver 1 ...".
 const Flag = "--stellar-log-driver"
 
-// Args returns the query arguments for containerd's BinaryIO.
-func Args(app, service, instance, dir string) map[string]string {
-	return map[string]string{Flag: "1", "--app": app, "--service": service, "--instance": instance, "--dir": dir}
+// Args returns the query arguments for containerd's BinaryIO. journal is
+// the journald socket ("" for the default, DefaultJournalSocket).
+func Args(app, service, instance, dir, journal string) map[string]string {
+	a := map[string]string{Flag: "1", "--app": app, "--service": service, "--instance": instance, "--dir": dir}
+	if journal != "" {
+		a["--journal"] = journal
+	}
+	return a
 }
 
 // Is reports whether args are the driver's (pairs in any order: the shim
@@ -65,7 +74,12 @@ func Main(args []string) error {
 		return fmt.Errorf("run log driver: the shim's file descriptors 3, 4 and 5 are missing")
 	}
 	var sink func(stream, msg string)
-	if journal.Enabled() {
+	jpath := opts["--journal"]
+	if jpath == "" {
+		jpath = DefaultJournalSocket
+	}
+	if j, err := openJournal(jpath); err == nil {
+		defer j.Close()
 		vars := map[string]string{
 			"STELLAR_APP":       opts["--app"],
 			"STELLAR_SERVICE":   opts["--service"],
@@ -73,17 +87,20 @@ func Main(args []string) error {
 			"CONTAINER_ID":      id,
 			"SYSLOG_IDENTIFIER": opts["--app"] + "." + opts["--service"],
 		}
+		var mu sync.Mutex
 		sink = func(stream, msg string) {
 			v := make(map[string]string, len(vars)+1)
 			for k, x := range vars {
 				v[k] = x
 			}
 			v["STELLAR_STREAM"] = stream
-			p := journal.PriInfo
+			p := priInfo
 			if stream == "stderr" {
-				p = journal.PriErr
+				p = priErr
 			}
-			_ = journal.Send(msg, p, v)
+			mu.Lock()
+			defer mu.Unlock()
+			_ = j.Send(msg, p, v)
 		}
 	} else {
 		dir := opts["--dir"]

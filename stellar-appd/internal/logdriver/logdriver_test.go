@@ -14,7 +14,7 @@ func TestIs_findsTheFlagAnywhere(t *testing.T) {
 	if Is([]string{"--config", "/etc/stellar/stellar.toml"}) {
 		t.Fatal("daemon args taken for the log driver")
 	}
-	for k := range Args("a", "s", "0.s.a", "/d") {
+	for k := range Args("a", "s", "0.s.a", "/d", "/j.sock") {
 		if !strings.HasPrefix(k, "--") {
 			t.Fatalf("key %q is not a flag", k)
 		}
