@@ -24,6 +24,7 @@ import (
 	"stellar.dev/daemon/httpapi"
 	"stellar.dev/stellar-proxyd/internal/acme"
 	"stellar.dev/stellar-proxyd/internal/guard"
+	h1loop "stellar.dev/stellar-proxyd/internal/h1"
 	"stellar.dev/stellar-proxyd/internal/proxy"
 	"stellar.dev/stellar-proxyd/internal/route"
 )
@@ -54,17 +55,24 @@ type service struct {
 	lastErr  string
 	rebuildC chan struct{}
 	acme     *acme.Manager // nil without [proxy] acme_directory
+	// loop serves the plain listener with the h1 loop (lean requests in
+	// the connection's goroutine, the rest handed to net/http);
+	// STELLAR_PROXYD_LEAN=handler (lean path inside net/http's server) or
+	// =off (everything through ReverseProxy) turn it off.
+	loop bool
 }
 
 func newService(env *daemon.Env) *service {
 	pc := proxy.DefaultConfig()
 	// An escape hatch (and the benchmark's baseline): every request through
 	// httputil.ReverseProxy.
-	pc.DisableLean = os.Getenv("STELLAR_PROXYD_LEAN") == "off"
+	lean := os.Getenv("STELLAR_PROXYD_LEAN")
+	pc.DisableLean = lean == "off"
 	if _, port, err := net.SplitHostPort(env.Config.Proxy.HTTPS); err == nil {
 		pc.HTTPSPort = port
 	}
 	s := &service{
+		loop:     lean != "off" && lean != "handler",
 		env:      env,
 		log:      env.Log,
 		proxy:    proxy.New(pc, env.Log, env.Metrics),
@@ -120,8 +128,26 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 			}
 		}()
 	}
-	for _, l := range s.env.Sockets.Listeners("http") {
-		serve("http "+l.Addr().String(), h1, guard.Listener{Listener: l})
+	var loop *h1loop.Server
+	if s.loop {
+		lc := h1loop.DefaultConfig()
+		lc.ReadHeaderTimeout, lc.IdleTimeout = readHeaderTimeout, idleTimeout
+		handed := h1loop.NewListener(&net.TCPAddr{})
+		loop = h1loop.New(lc, s.proxy, func(c net.Conn) { handed.Push(guard.New(c, false)) }, s.log)
+		serve("http (handed over)", h1, handed)
+		for _, l := range s.env.Sockets.Listeners("http") {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := loop.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && ctx.Err() == nil {
+					s.log.Error("serve", "listener", "http "+l.Addr().String(), "err", err)
+				}
+			}()
+		}
+	} else {
+		for _, l := range s.env.Sockets.Listeners("http") {
+			serve("http "+l.Addr().String(), h1, guard.Listener{Listener: l})
+		}
 	}
 	serve("https/1.1", h1, tlsH1)
 	serve("https/2", h2, tlsH2)
@@ -148,6 +174,15 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 	dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	var sw sync.WaitGroup
+	if loop != nil {
+		sw.Add(1)
+		go func() {
+			defer sw.Done()
+			if err := loop.Shutdown(dctx); err != nil {
+				s.log.Warn("drain requests", "err", err)
+			}
+		}()
+	}
 	for _, srv := range []*http.Server{h1, h2} {
 		sw.Add(1)
 		go func() {

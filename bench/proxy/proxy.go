@@ -58,6 +58,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			fmt.Sprintf("wrk -t1 -c%d for %s per run pinned to CPU %s; the proxy under test and the backend (Stellar's tiny Go test server) share CPU %s; the subjects alternate run by run.", connections, dur, wrkCPU, serverCPU),
 			"Plain HTTP/1.1 on loopback, keep-alive to the backend in every proxy (nginx: keepalive 256, worker_processes 1; caddy: reverse_proxy defaults); access logs off in all three (stellar-proxyd: log_level warn).",
 			"stellar-proxyd serves its route from its state cache (no stellar-gossip needed for the data path).",
+			"stellar-proxyd: its own HTTP/1 connection loop on the plain listener (the default). stellar-proxyd, lean path in net/http: the same binary with STELLAR_PROXYD_LEAN=handler (the lean path inside net/http's server, as before the loop).",
 			"stellar-proxyd, ReverseProxy path: the same binary with STELLAR_PROXYD_LEAN=off (every request through httputil.ReverseProxy, as before the lean path).",
 			"cpu: user+system CPU time of the subject's processes (nginx: master and worker; not the backend's) per request served; for \"backend directly\" the backend's own.",
 		},
@@ -98,11 +99,15 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	}
 	subjects := []*subject{
 		{s: harness.Subject{Name: "stellar-proxyd", Kind: harness.KindStellar, Version: version(proxyBin)},
-			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr, true) }},
+			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr, "") }},
+		// The same binary with its own HTTP/1 loop off: the lean path
+		// inside net/http's server, as before the loop existed.
+		{s: harness.Subject{Name: "stellar-proxyd, lean path in net/http", Kind: harness.KindPeer, Version: "STELLAR_PROXYD_LEAN=handler"},
+			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr, "handler") }},
 		// The same binary with its lean path off: every request through
 		// httputil.ReverseProxy, as before the lean path existed.
 		{s: harness.Subject{Name: "stellar-proxyd, ReverseProxy path", Kind: harness.KindPeer, Version: "STELLAR_PROXYD_LEAN=off"},
-			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr, false) }},
+			start: func() (string, func(), error) { return startStellar(ctx, work, proxyBin, backendAddr, "off") }},
 	}
 	if _, err := exec.LookPath("nginx"); err == nil {
 		subjects = append(subjects, &subject{s: harness.Subject{Name: "nginx", Kind: harness.KindPeer, Version: harness.PackageVersion("nginx-light")},
@@ -291,10 +296,12 @@ func statusOf(r *http.Response) string {
 
 // startStellar runs stellar-proxyd with one route to the backend, from its
 // state cache.
-func startStellar(ctx context.Context, work, bin, backend string, lean bool) (string, func(), error) {
+// lean is the value of STELLAR_PROXYD_LEAN ("" for the default: the h1
+// loop).
+func startStellar(ctx context.Context, work, bin, backend, lean string) (string, func(), error) {
 	dir := filepath.Join(work, "proxyd")
-	if !lean {
-		dir += "-reverseproxy"
+	if lean != "" {
+		dir += "-" + lean
 	}
 	for _, d := range []string{"run", "state/proxyd"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -329,8 +336,8 @@ func startStellar(ctx context.Context, work, bin, backend string, lean bool) (st
 		return "", nil, err
 	}
 	cmd := harness.Pinned(serverCPU, bin, "--config", cfgPath)
-	if !lean {
-		cmd.Env = append(os.Environ(), "STELLAR_PROXYD_LEAN=off")
+	if lean != "" {
+		cmd.Env = append(os.Environ(), "STELLAR_PROXYD_LEAN="+lean)
 	}
 	stop, err := start(ctx, cmd, addr)
 	return addr, stop, err

@@ -181,9 +181,14 @@ func (p *Proxy) forwardLean(w http.ResponseWriter, r *http.Request, st *reqState
 			}
 			bc = &bconn{c: c, br: bufio.NewReaderSize(c, 8<<10), bw: bufio.NewWriterSize(c, 4<<10)}
 		}
-		stop := context.AfterFunc(ctx, func() { bc.c.SetDeadline(time.Unix(1, 0)) })
+		// A request of the h1 loop has a context that never ends (the loop
+		// has no background read): nothing to watch.
+		var stop func() bool
+		if ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() { bc.c.SetDeadline(time.Unix(1, 0)) })
+		}
 		keep, wrote, got, err := p.exchange(w, r, st, bc)
-		if !stop() {
+		if stop != nil && !stop() {
 			keep = false // the deadline was set or is being set
 		}
 		if err == nil {
