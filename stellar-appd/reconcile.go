@@ -246,13 +246,17 @@ func (r *reconciler) Pass(ctx context.Context) error {
 	}
 
 	wants := r.desired(ctx, v, now)
+	var launches []launch
+	reserved := r.reservedMemory(v)
 	for id, w := range wants {
 		c, ok := local[id]
 		if !ok {
 			if w.elsewhere {
 				continue
 			}
-			r.create(ctx, v, w, now)
+			if l, ok := r.admit(ctx, w, now, &reserved); ok {
+				launches = append(launches, l)
+			}
 			continue
 		}
 		if c.Labels[containers.LabelSpec] != w.hash && !w.elsewhere {
@@ -286,6 +290,7 @@ func (r *reconciler) Pass(ctx context.Context) error {
 		r.keepRunning(ctx, c, &w, now)
 		r.checkRevert(ctx, v, w, c, now)
 	}
+	r.launchAll(ctx, launches, now)
 	for id, c := range local {
 		if _, ok := wants[id]; ok {
 			continue
@@ -484,22 +489,45 @@ func (r *reconciler) state(id string) *instState {
 	return st
 }
 
+// createParallel bounds how many instances one pass creates at once
+// (namespace, CNI ADD, container, task: mostly waiting on other
+// processes, so a few at a time finish sooner than one by one).
+const createParallel = 4
+
+// launch is an instance admitted for creation in this pass.
+type launch struct {
+	w  want
+	st *instState
+}
+
 // create makes and starts an instance, or declines it when this node
 // cannot run it.
 func (r *reconciler) create(ctx context.Context, v *view, w want, now time.Time) {
+	reserved := r.reservedMemory(v)
+	if l, ok := r.admit(ctx, w, now, &reserved); ok {
+		r.launch(ctx, l, now)
+	}
+}
+
+// admit decides, in the pass's goroutine, whether an instance is created
+// now: not while it backs off, not beyond this node's memory (reserved
+// counts what exists and what this pass admitted already), not before its
+// image is here (fetched in the background).
+func (r *reconciler) admit(ctx context.Context, w want, now time.Time, reserved *int64) (launch, bool) {
 	id := containerID(w.app.Spec.Name, w.svc.Name, w.index)
 	st := r.state(id)
 	if now.Before(st.nextStart) {
-		return
+		return launch{}, false
 	}
 	if need := w.svc.Resources.Memory; need > 0 && r.cfg.MemoryMiB > 0 {
-		if used := r.reservedMemory(v); used+need > r.cfg.MemoryMiB {
+		if used := *reserved; used+need > r.cfg.MemoryMiB {
 			reason := fmt.Sprintf("no capacity: instance asks %d MiB, %d of %d MiB are reserved", need, used, r.cfg.MemoryMiB)
 			st.lastErr = reason
 			r.fail(st, now)
 			r.decline(ctx, w, reason)
-			return
+			return launch{}, false
 		}
+		*reserved += need
 	}
 	if r.images != nil {
 		// The image comes first, in the background: the pass never waits
@@ -515,10 +543,42 @@ func (r *reconciler) create(ctx context.Context, v *view, w want, now time.Time)
 			default:
 				st.fetching, st.lastErr = true, err.Error()
 			}
-			return
+			if w.svc.Resources.Memory > 0 {
+				*reserved -= w.svc.Resources.Memory
+			}
+			return launch{}, false
 		}
 		st.fetching = false
 	}
+	return launch{w: w, st: st}, true
+}
+
+// launchAll creates the admitted instances, createParallel at a time.
+// Each touches only its own instState.
+func (r *reconciler) launchAll(ctx context.Context, ls []launch, now time.Time) {
+	if len(ls) == 1 {
+		r.launch(ctx, ls[0], now)
+		return
+	}
+	sem := make(chan struct{}, createParallel)
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r.launch(ctx, l, now)
+		}()
+	}
+	wg.Wait()
+}
+
+// launch attaches the instance to the network, makes its container and
+// starts it.
+func (r *reconciler) launch(ctx context.Context, l launch, now time.Time) {
+	w, st := l.w, l.st
+	id := containerID(w.app.Spec.Name, w.svc.Name, w.index)
 	name := appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index)
 	labels := appapi.LabelMap(w.svc.Labels)
 	labels[containers.LabelApp] = w.app.Spec.Name

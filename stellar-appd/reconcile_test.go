@@ -478,3 +478,32 @@ func TestReconciler_declinesWithoutCapacity(t *testing.T) {
 		t.Fatalf("the instance does not run exactly once: a %v b %v", rts["a"].ids(), rts["b"].ids())
 	}
 }
+
+// TestReconciler_onePassCreatesConcurrentlyWithinCapacity: the instances
+// one pass creates at once still count against this node's memory as
+// they are admitted, so a pass never overcommits.
+func TestReconciler_onePassCreatesConcurrentlyWithinCapacity(t *testing.T) {
+	st := newFakeStore("a")
+	putApp(t, st, `{"name":"m","services":[{"name":"s","image":"img","instances":10,"resources":{"memory":100}}]}`)
+	rt := newFakeRuntime()
+	r := newTestReconciler("a", st, rt)
+	r.cfg.MemoryMiB = 550
+	if err := r.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rt.ids()); n != 5 {
+		t.Fatalf("%d instances created with room for 5", n)
+	}
+	running := 0
+	for _, k := range st.keys("nodes/a/instances/m/s/") {
+		e, _ := st.Get(context.Background(), k)
+		var in appapi.Instance
+		_ = json.Unmarshal(e.Value, &in)
+		if in.Status == appapi.StatusRunning {
+			running++
+		}
+	}
+	if running != 5 {
+		t.Fatalf("%d instances published running, want 5", running)
+	}
+}
