@@ -331,8 +331,13 @@ func iperfOnce(ctx context.Context, s *harness.Subject, serverNS, clientNS, serv
 	var err error
 	for i := 0; i < 50; i++ {
 		out, err = ipns(clientNS, "iperf3", "-c", serverIP, "-t", fmt.Sprint(secs), "-J")
-		if err == nil {
+		// iperf3 3.12 may exit 0 with -J when the server is not
+		// listening yet: the error is only in the JSON.
+		if err == nil && !bytes.Contains(out, []byte("Connection refused")) {
 			break
+		}
+		if err == nil {
+			err = fmt.Errorf("connection refused")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
