@@ -79,6 +79,9 @@ func tail(s string, lines int) string {
 }
 
 func (n *testNode) writeConfig(extra string) {
+	if !strings.Contains(extra, "reconnect_timeout") {
+		extra += "\nreconnect_timeout = \"10m\""
+	}
 	cfg := fmt.Sprintf(`[node]
 name = %q
 run_dir = %q
@@ -88,7 +91,6 @@ labels = ["node=%s"]
 [gossip]
 bind = "%s:7946"
 peer_api = "%s:7947"
-reconnect_timeout = "10m"
 %s
 `, n.name, filepath.Join(n.dir, "run"), filepath.Join(n.dir, "state"), n.name, n.ip, n.ip, extra)
 	os.MkdirAll(filepath.Join(n.dir, "run"), 0o755)
