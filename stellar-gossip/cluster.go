@@ -83,7 +83,13 @@ func (s *service) startSerf() error {
 	conf.EventBuffer = 16
 	conf.CoalescePeriod = 0
 	conf.UserCoalescePeriod = 0
-	conf.EnableNameConflictResolution = true
+	// No name conflict resolution: a node that comes back at a new address
+	// before the others noticed it died would lose the vote (the others
+	// still know it at the old address) and serf would shut itself down.
+	// Without it the conflict is logged and the new address wins once the
+	// old one is declared dead (DeadNodeReclaimTime). Two hosts with one
+	// name cannot both join: a token join refuses a name already alive.
+	conf.EnableNameConflictResolution = false
 	ch := make(chan serf.Event, 1024)
 	conf.EventCh = ch
 	s.mu.Lock()
@@ -128,6 +134,7 @@ func (s *service) eventLoop(ch <-chan serf.Event, done <-chan struct{}) {
 }
 
 func (s *service) onMembers(e serf.MemberEvent) {
+	s.noteMembers(e)
 	for _, m := range e.Members {
 		gm := toMember(m, false)
 		if e.Type == serf.EventMemberReap {
@@ -198,6 +205,11 @@ func (s *service) joinLoop(ctx context.Context) {
 			case m.Status == serf.StatusAlive:
 				alive++
 			}
+		}
+		// Members known from before a restart that serf has not seen
+		// since: keep trying them as serf tries its failed members.
+		for _, k := range s.unseen(s.serfNames()) {
+			addrs = append(addrs, k.serfAddr())
 		}
 		if alive == 0 || first {
 			for _, p := range s.cfg.Gossip.Peers {

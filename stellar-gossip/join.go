@@ -251,6 +251,14 @@ func (s *service) handlePeerJoin(w http.ResponseWriter, r *http.Request) error {
 	if st := t.Status(time.Now()); st != "valid" {
 		return refuse("token %s is %s", req.TokenID, st)
 	}
+	// Names are identities: a second host may not take an alive one (the
+	// same host joining again is let through).
+	remoteIP, _, _ := net.SplitHostPort(r.RemoteAddr)
+	for _, m := range s.members() {
+		if m.Name == req.Node && (m.Status == "alive" || m.Status == "suspect") && m.Addr != remoteIP {
+			return refuse("node name %s is taken by an %s member at %s: give the new node another name", req.Node, m.Status, m.Addr)
+		}
+	}
 	ca := s.sec.ca()
 	cert, err := ca.Issue(req.Node, pki.RoleNode, pub, nodeCertTTL, time.Now(), nil)
 	if err != nil {
@@ -577,6 +585,7 @@ func (s *service) handleRemove(w http.ResponseWriter, r *http.Request) error {
 	if err := sf.RemoveFailedNodePrune(node); err != nil {
 		return fmt.Errorf("remove %s: %w", node, err)
 	}
+	s.forget(node)
 	n, err := s.st.DropOwner(node)
 	if err != nil {
 		return err

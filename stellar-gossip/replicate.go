@@ -77,16 +77,23 @@ func (s *service) pushRecord(rec store.Record) {
 	if sf == nil {
 		return
 	}
-	w := rec.Wire()
-	raw, _ := json.Marshal(stateMsg{W: wireVersion, From: s.cfg.Node.Name, Records: []store.Record{w}})
-	if len(raw) > maxEventPayload {
-		raw, _ = json.Marshal(stateMsg{W: wireVersion, From: s.cfg.Node.Name, Ref: &store.Summary{Key: w.Key, HLC: w.HLC, Node: w.Node, Deleted: w.Deleted}})
-	}
+	raw := eventPayload(s.cfg.Node.Name, rec)
 	if err := sf.UserEvent(userEventName, raw, false); err != nil {
 		s.log.Warn("broadcast state change (anti-entropy will carry it)", "key", rec.Key, "err", err)
 		return
 	}
 	s.mPush.Inc()
+}
+
+// eventPayload is the user event for one change: the whole record when
+// it fits in maxEventPayload, else a reference receivers pull.
+func eventPayload(from string, rec store.Record) []byte {
+	w := rec.Wire()
+	raw, _ := json.Marshal(stateMsg{W: wireVersion, From: from, Records: []store.Record{w}})
+	if len(raw) > maxEventPayload {
+		raw, _ = json.Marshal(stateMsg{W: wireVersion, From: from, Ref: &store.Summary{Key: w.Key, HLC: w.HLC, Node: w.Node, Deleted: w.Deleted}})
+	}
+	return raw
 }
 
 func (s *service) onUserEvent(e serf.UserEvent) {
@@ -131,6 +138,7 @@ func (s *service) onUserEvent(e serf.UserEvent) {
 		}
 		if won, err := s.st.Merge(resp.Records); err == nil {
 			s.mPull.Add(float64(len(won)))
+			s.mRef.Inc()
 		}
 	}()
 }
@@ -249,9 +257,8 @@ func (s *service) syncWith(ctx context.Context, addr string) error {
 			return err
 		}
 	}
-	keep := s.cfg.Gossip.ReconnectTimeout
 	now := time.Now()
-	if last != 0 && now.Sub(time.Unix(last, 0)) > keep && d.LastSync != 0 && now.Sub(time.Unix(d.LastSync, 0)) < keep {
+	if s.stale(last, d.LastSync, now) {
 		// Away longer than tombstones live: a delete we missed may be
 		// forgotten by now, so take the cluster keys from the cluster whole.
 		n, err := s.st.DropClusterKeys()
@@ -284,6 +291,16 @@ func (s *service) syncWith(ctx context.Context, addr string) error {
 	return s.st.SetMeta("last_sync", uint64(now.Unix()))
 }
 
+// stale reports whether a node whose last anti-entropy round was at mine
+// (Unix seconds) must take its cluster keys whole from a peer whose last
+// round was at theirs: it was away longer than the reconnect timeout (so a
+// delete it missed may be forgotten) and the peer was not (so a whole
+// cluster powered off for days does not wipe itself).
+func (s *service) stale(mine, theirs int64, now time.Time) bool {
+	keep := s.cfg.Gossip.ReconnectTimeout
+	return mine != 0 && now.Sub(time.Unix(mine, 0)) > keep && theirs != 0 && now.Sub(time.Unix(theirs, 0)) < keep
+}
+
 // handlePeerDigest answers a digest: the differing buckets' summaries.
 func (s *service) handlePeerDigest(w http.ResponseWriter, r *http.Request) error {
 	var req digestReq
@@ -295,6 +312,16 @@ func (s *service) handlePeerDigest(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	resp := digestResp{W: wireVersion, Node: s.cfg.Node.Name, LastSync: int64(s.st.Meta("last_sync"))}
+	if s.stale(resp.LastSync, req.LastSync, time.Now()) {
+		// This node was away longer than tombstones live: its cluster keys
+		// may hold deletes the cluster has forgotten. Nobody may pull from
+		// it until it has resynced from the caller.
+		select {
+		case s.syncNow <- req.Node:
+		default:
+		}
+		return errdefs.New(errdefs.ErrUnavailable, "%s was out of contact longer than the reconnect timeout and resyncs first", s.cfg.Node.Name)
+	}
 	switch {
 	case topHash(mine) == req.Top:
 		resp.Equal = true

@@ -62,12 +62,17 @@ type service struct {
 	serfAddr string // advertised serf host:port
 	syncNow  chan string
 
+	// known is the member list as last seen, persisted in members.json:
+	// members serf has not seen since this start are listed as failed.
+	known      map[string]knownMember
+	knownDirty chan struct{}
+
 	// up is set once the store, the keys and serf are ready; until then
 	// the API answers 503.
 	up atomic.Bool
 
-	mPush, mPull, mSync, mSyncErr *metrics.Counter
-	mKeys                         *metrics.Gauge
+	mPush, mPull, mSync, mSyncErr, mRef *metrics.Counter
+	mKeys                               *metrics.Gauge
 }
 
 func newService(env *daemon.Env) *service {
@@ -77,10 +82,14 @@ func newService(env *daemon.Env) *service {
 		hub:     newMemberHub(),
 		tags:    map[string]string{},
 		syncNow: make(chan string, 16),
+		known:   map[string]knownMember{},
+
+		knownDirty: make(chan struct{}, 1),
 	}
 	s.mPush = env.Metrics.Counter("stellar_gossip_pushed_total", "State changes broadcast as user events.").With()
 	s.mPull = env.Metrics.Counter("stellar_gossip_pulled_records_total", "Records received from peers that changed the store.").With()
 	s.mSync = env.Metrics.Counter("stellar_gossip_antientropy_total", "Anti-entropy rounds completed.").With()
+	s.mRef = env.Metrics.Counter("stellar_gossip_pulled_by_reference_total", "Changes too large for a user event, pulled from their writer on a reference.").With()
 	s.mSyncErr = env.Metrics.Counter("stellar_gossip_antientropy_errors_total", "Anti-entropy rounds that failed.").With()
 	s.mKeys = env.Metrics.Gauge("stellar_gossip_keys", "Live keys in the local store.").With()
 	s.routes(env.Mux)
@@ -120,6 +129,7 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 		return fmt.Errorf("no peer port listener")
 	}
 	s.peerAddr = s.advertisedPeer(peerLns[0].Addr())
+	s.startKnown()
 	if err := s.startSerf(); err != nil {
 		return err
 	}
@@ -152,7 +162,7 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 	ready()
 
 	var wg sync.WaitGroup
-	for _, f := range []func(context.Context){s.joinLoop, s.tagLoop, s.antiEntropyLoop, s.factsLoop, s.gcLoop} {
+	for _, f := range []func(context.Context){s.joinLoop, s.tagLoop, s.antiEntropyLoop, s.factsLoop, s.gcLoop, s.knownLoop} {
 		wg.Add(1)
 		go func(f func(context.Context)) { defer wg.Done(); f(ctx) }(f)
 	}
@@ -294,8 +304,13 @@ func (s *service) members() []gossipapi.Member {
 				suspect[n.Name] = true
 			}
 		}
+		inSerf := map[string]bool{}
 		for _, m := range sf.Members() {
+			inSerf[m.Name] = true
 			out = append(out, toMember(m, suspect[m.Name]))
+		}
+		for _, k := range s.unseen(inSerf) {
+			out = append(out, k.asMember())
 		}
 	}
 	for i := range out {
@@ -336,24 +351,25 @@ func (s *service) decorate(m *gossipapi.Member) {
 	}
 }
 
-// publishFacts writes this node's facts and labels.
+// publishFacts writes this node's facts and labels. They are not pushed
+// as user events: serf keeps its last user events in every push/pull for
+// good, so facts there would be idle traffic forever. The owner-sequence
+// tag (applied within a few seconds) makes every peer pull them.
 func (s *service) publishFacts() error {
 	f := hostFacts(s.started)
 	raw, _ := json.Marshal(f)
-	rec, err := s.st.Put("nodes/"+s.cfg.Node.Name+"/facts", raw, "")
-	if err != nil {
+	if _, err := s.st.Put("nodes/"+s.cfg.Node.Name+"/facts", raw, ""); err != nil {
 		return err
 	}
-	s.published(rec)
+	s.bumpSeqTag()
 	labels, _ := json.Marshal(s.cfg.LabelMap())
 	if cur, err := s.st.Get("nodes/" + s.cfg.Node.Name + "/labels"); err == nil && string(cur.Value) == string(labels) {
 		return nil
 	}
-	rec, err = s.st.Put("nodes/"+s.cfg.Node.Name+"/labels", labels, "")
-	if err != nil {
+	if _, err := s.st.Put("nodes/"+s.cfg.Node.Name+"/labels", labels, ""); err != nil {
 		return err
 	}
-	s.published(rec)
+	s.bumpSeqTag()
 	return nil
 }
 
@@ -389,16 +405,30 @@ func (s *service) factsLoop(ctx context.Context) {
 	}
 }
 
+// tombstoneKeep is how long a delete is remembered: the reconnect
+// timeout plus a margin of the same length, at most an hour. A node away
+// longer than the reconnect timeout resyncs in full, so it never needs a
+// tombstone older than that.
+func tombstoneKeep(reconnect time.Duration) time.Duration {
+	return reconnect + min(reconnect, time.Hour)
+}
+
+// gcEvery is how often old tombstones are dropped: every minute, or four
+// times per reconnect timeout when that is shorter.
+func gcEvery(reconnect time.Duration) time.Duration {
+	return max(min(reconnect/4, time.Minute), time.Second)
+}
+
 // gcLoop drops old tombstones and counts keys.
 func (s *service) gcLoop(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(gcEvery(s.cfg.Gossip.ReconnectTimeout))
 	defer t.Stop()
 	for {
 		_, recs, err := s.st.List("")
 		if err == nil {
 			s.mKeys.Set(float64(len(recs)))
 		}
-		if n, err := s.st.GC(s.cfg.Gossip.ReconnectTimeout + time.Hour); err != nil {
+		if n, err := s.st.GC(tombstoneKeep(s.cfg.Gossip.ReconnectTimeout)); err != nil {
 			s.log.Warn("drop old tombstones", "err", err)
 		} else if n > 0 {
 			s.log.Info("dropped old tombstones", "count", n)
