@@ -172,7 +172,7 @@ func (c *conn) serve() {
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.c.RemoteAddr().String(),
 	}).WithContext(ctx)
-	w := &writer{bw: bw, hdr: http.Header{}}
+	w := &writer{bw: bw, hdr: http.Header{}, draining: &s.draining}
 	var p parser
 	for {
 		head, err := c.readHead(br)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,9 +18,10 @@ const bufferBeforeHead = 2048
 // chunked; Date; sniffed Content-Type; Connection: close; trailers), so an
 // answer is the same whichever server wrote it.
 type writer struct {
-	bw     *bufio.Writer
-	hdr    http.Header
-	method string
+	bw       *bufio.Writer
+	hdr      http.Header
+	method   string
+	draining *atomic.Bool // the server's: an answer started while draining closes
 
 	status     int  // 0 until WriteHeader with a final status
 	headOut    bool // the head is written
@@ -227,7 +229,7 @@ func (w *writer) writeHead(p []byte, done bool) {
 		w.length = int64(len(p))
 		clen = strconv.AppendInt(clenBuf[:0], int64(len(p)), 10)
 	}
-	if hasToken(hdr.Get("Connection"), "close") {
+	if hasToken(hdr.Get("Connection"), "close") || w.draining != nil && w.draining.Load() {
 		w.closeAfter = true
 	}
 	contentType := ""
