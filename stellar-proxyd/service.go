@@ -155,7 +155,7 @@ func (s *service) Run(ctx context.Context, ready func()) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.acceptTLS(ctx, l, tlsConf, tlsH1, tlsH2)
+			s.acceptTLS(ctx, l, tlsConf, tlsH1, tlsH2, loop)
 		}()
 	}
 	go s.syncLoop(ctx)
@@ -210,7 +210,7 @@ func (s *service) newServer() *http.Server {
 
 // acceptTLS does TLS handshakes off the accept loop and hands h2
 // connections to the HTTP/2 server, HTTP/1 ones (guarded) to the other.
-func (s *service) acceptTLS(ctx context.Context, l net.Listener, conf *tls.Config, h1, h2 *chanListener) {
+func (s *service) acceptTLS(ctx context.Context, l net.Listener, conf *tls.Config, h1, h2 *chanListener, loop *h1loop.Server) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -236,7 +236,11 @@ func (s *service) acceptTLS(ctx context.Context, l net.Listener, conf *tls.Confi
 			case "h2":
 				h2.push(tc)
 			default:
-				h1.push(guard.New(tc, true))
+				if loop != nil {
+					loop.ServeTLS(tc, func(c net.Conn) { h1.push(guard.New(c, true)) })
+				} else {
+					h1.push(guard.New(tc, true))
+				}
 			}
 		}()
 	}

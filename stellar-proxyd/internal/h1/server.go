@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -94,18 +95,36 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("accept: %w", err)
 		}
 		delay = 0
-		cc := &conn{s: s, c: c}
-		s.mu.Lock()
-		if s.draining.Load() {
-			s.mu.Unlock()
-			c.Close()
+		if !s.start(&conn{s: s, c: c, fallback: s.fallback}) {
 			return http.ErrServerClosed
 		}
-		s.conns[cc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go cc.serve()
 	}
+}
+
+// start registers c and runs its loop; false if the server is draining
+// (c is closed).
+func (s *Server) start(c *conn) bool {
+	s.mu.Lock()
+	if s.draining.Load() {
+		s.mu.Unlock()
+		c.c.Close()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go c.serve()
+	return true
+}
+
+// ServeTLS runs the loop on a TLS connection whose handshake chose
+// HTTP/1.1 (or no protocol); requests carry its state in Request.TLS.
+// Requests the loop does not take go to fallback, which owns the
+// connection from then on (fallback, not the server's: a TLS connection's
+// net/http server is another).
+func (s *Server) ServeTLS(c *tls.Conn, fallback func(net.Conn)) {
+	st := c.ConnectionState()
+	s.start(&conn{s: s, c: c, tls: &st, fallback: fallback})
 }
 
 var errTemporary = errors.New("temporary")
@@ -142,8 +161,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // conn is one client connection.
 type conn struct {
-	s *Server
-	c net.Conn
+	s        *Server
+	c        net.Conn
+	tls      *tls.ConnectionState // nil on plain connections
+	fallback func(net.Conn)
 }
 
 func (c *conn) done() {
@@ -170,7 +191,7 @@ func (c *conn) serve() {
 	ctx := context.Background()
 	req := (&http.Request{
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.c.RemoteAddr().String(),
+		Header: http.Header{}, Body: http.NoBody, RemoteAddr: c.c.RemoteAddr().String(), TLS: c.tls,
 	}).WithContext(ctx)
 	w := &writer{bw: bw, hdr: http.Header{}, draining: &s.draining}
 	var p parser
@@ -280,7 +301,7 @@ func (c *conn) handOver(br *bufio.Reader, bw *bufio.Writer) {
 	n := br.Buffered()
 	pre, _ := br.Peek(n)
 	rc := &replayConn{Conn: c.c, pre: append([]byte(nil), pre...)}
-	c.s.fallback(rc)
+	c.fallback(rc)
 }
 
 // replayConn reads pre before the connection's own bytes.

@@ -3,10 +3,12 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,69 @@ func BenchmarkServer_get(b *testing.B) {
 			b.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
+	}
+}
+
+func TestServer_tlsConnections(t *testing.T) {
+	// A certificate from net/http's test server (its own, for loopback).
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	cert := ts.TLS.Certificates[0]
+	ts.Close()
+	handed := NewListener(&net.TCPAddr{})
+	fallback := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "net/http")
+	})}
+	go fallback.Serve(handed)
+	t.Cleanup(func() { fallback.Close() })
+	s := New(DefaultConfig(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			io.WriteString(w, "no tls")
+			return
+		}
+		io.WriteString(w, "loop tls")
+	}), func(c net.Conn) { c.Close() }, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
+			if err := tc.Handshake(); err != nil {
+				c.Close()
+				continue
+			}
+			s.ServeTLS(tc, handed.Push)
+		}
+	}()
+	c, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	body := func() string {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("read answer: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if got := body(); got != "loop tls" {
+		t.Fatalf("answer %q, want the loop's with the TLS state", got)
+	}
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+	if got := body(); got != "net/http" {
+		t.Fatalf("answer %q, want net/http's (handed over)", got)
 	}
 }
