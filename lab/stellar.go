@@ -2,11 +2,13 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -85,33 +87,52 @@ func NodeConfig(i int) string {
 }
 
 // installStellar installs the .deb on nodes 1..n where that version is not
-// installed yet, starts stellar.target and forms the cluster.
+// installed yet (on all of them at once: each node has its own disk),
+// starts stellar.target and forms the cluster.
 func (l *Lab) installStellar(ctx context.Context, n int, deb *debInfo) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
 	for i := 1; i <= n; i++ {
-		name := NodeName(i)
-		have, _ := l.Output(ctx, name, "dpkg-query", "-W", "-f=${Version}", deb.pkg)
-		if strings.TrimSpace(have) == deb.version {
-			continue
-		}
-		l.Log.Info("installing Stellar", "node", name, "deb", filepath.Base(deb.path), "version", deb.version)
-		if _, err := l.Output(ctx, name, "test", "-e", "/etc/stellar/stellar.toml"); err != nil {
-			if err := l.WriteFile(ctx, name, "/etc/stellar/stellar.toml", []byte(NodeConfig(i))); err != nil {
-				return fmt.Errorf("write config on %s: %w", name, err)
-			}
-		}
-		dst := "/root/stellar-lab/" + filepath.Base(deb.path)
-		if err := l.CopyIn(ctx, name, deb.path, dst); err != nil {
-			return err
-		}
-		if out, err := l.Output(ctx, name, "apt-get", "install", "-y", "--no-install-recommends",
-			"-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef", dst); err != nil {
-			return fmt.Errorf("install %s on %s: %w\n%s", filepath.Base(deb.path), name, err, out)
-		}
-		if _, err := l.Output(ctx, name, "systemctl", "enable", "--now", "stellar.target"); err != nil {
-			return fmt.Errorf("start stellar.target on %s: %w", name, err)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i-1] = l.installOn(ctx, i, deb)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	return l.formCluster(ctx, n)
+}
+
+// installOn installs the .deb on node i unless that version is there, and
+// starts stellar.target.
+func (l *Lab) installOn(ctx context.Context, i int, deb *debInfo) error {
+	name := NodeName(i)
+	have, _ := l.Output(ctx, name, "dpkg-query", "-W", "-f=${Version}", deb.pkg)
+	if strings.TrimSpace(have) == deb.version {
+		return nil
+	}
+	l.Log.Info("installing Stellar", "node", name, "deb", filepath.Base(deb.path), "version", deb.version)
+	if _, err := l.Output(ctx, name, "test", "-e", "/etc/stellar/stellar.toml"); err != nil {
+		if err := l.WriteFile(ctx, name, "/etc/stellar/stellar.toml", []byte(NodeConfig(i))); err != nil {
+			return fmt.Errorf("write config on %s: %w", name, err)
+		}
+	}
+	dst := "/root/stellar-lab/" + filepath.Base(deb.path)
+	if err := l.CopyIn(ctx, name, deb.path, dst); err != nil {
+		return err
+	}
+	if out, err := l.Output(ctx, name, "apt-get", "install", "-y", "--no-install-recommends",
+		"-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef", dst); err != nil {
+		return fmt.Errorf("install %s on %s: %w\n%s", filepath.Base(deb.path), name, err, out)
+	}
+	if _, err := l.Output(ctx, name, "systemctl", "enable", "--now", "stellar.target"); err != nil {
+		return fmt.Errorf("start stellar.target on %s: %w", name, err)
+	}
+	l.Log.Info("Stellar installed", "node", name)
+	return nil
 }
 
 // formCluster makes node1 issue a join token and every other node not yet
