@@ -147,6 +147,7 @@ func TestLoop_sameAnswersAsNetHTTP(t *testing.T) {
 		{"early hints passed on", "GET /hints HTTP/1.1\r\n" + h + "\r\n"},
 		{"answer until close", "GET /close HTTP/1.1\r\n" + h + "\r\n"},
 		{"conflicting lengths", "GET /bad-head HTTP/1.1\r\n" + h + "\r\n"},
+		{"answer cut short", "GET /short HTTP/1.1\r\n" + h + "\r\n"},
 		{"post goes the other way", "POST /echo/p HTTP/1.1\r\n" + h + "Content-Length: 3\r\n\r\nabc"},
 		{"no route", "GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"},
 		{"no host", "GET /echo/nohost HTTP/1.1\r\n\r\n"},
