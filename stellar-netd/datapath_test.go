@@ -183,4 +183,20 @@ func TestIntegration_notrackKeepsPortmapAndMasquerade(t *testing.T) {
 	if got := tracked(t, a.ns, ipA); len(got) == 0 {
 		t.Fatal("node a tracks no connection of its container after masqueraded traffic: conntrack is off altogether")
 	}
+
+	// At rest netd does not reload its table (the kernel keeps the table's
+	// handle), and a table deleted by hand comes back.
+	handle := func() string {
+		return strings.SplitN(inNS(t, b.ns, "nft", "-a", "list", "table", "ip", "stellar"), "\n", 2)[0]
+	}
+	before := handle()
+	time.Sleep(2*checkInterval + time.Second)
+	if after := handle(); after != before {
+		t.Fatalf("netd reloaded an unchanged table: %q, then %q", before, after)
+	}
+	inNS(t, b.ns, "nft", "delete", "table", "ip", "stellar")
+	waitFor(t, 30*time.Second, "the deleted nftables table comes back", func() bool {
+		out, err := tryNS(b.ns, "nft", "list", "table", "ip", "stellar")
+		return err == nil && strings.Contains(out, "notrack") && strings.Contains(out, "masquerade")
+	})
 }

@@ -48,6 +48,8 @@ type service struct {
 	gossip  *gossipapi.Client
 	poke    chan struct{}
 	started time.Time
+	// table is netd's nftables table, reloaded only when it changed.
+	table hostnet.Table
 
 	allocs     *metrics.CounterVec
 	allocTotal *metrics.GaugeVec
@@ -497,8 +499,10 @@ func (s *service) host(ctx context.Context, block netip.Prefix) {
 	if err := hostnet.EnableForwarding(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := hostnet.EnsureTable(ctx, block, s.cluster, s.cfg.Network.Bridge); err != nil {
+	if loaded, err := s.table.Ensure(ctx, block, s.cluster, s.cfg.Network.Bridge); err != nil {
 		errs = append(errs, err)
+	} else if loaded {
+		s.log.Debug("loaded the nftables table", "table", hostnet.NftTable, "subnet", block)
 	}
 	if err := hostnet.EnsureDNSAddress(s.dns); err != nil {
 		errs = append(errs, err)

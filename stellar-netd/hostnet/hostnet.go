@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -164,9 +165,48 @@ func hostMask(bits int) netip.Addr {
 // gatewayHost is the host part of every block's gateway, its first IP.
 var gatewayHost = netip.AddrFrom4([4]byte{0, 0, 0, 1})
 
-// EnsureTable loads netd's nftables table atomically with nft.
-func EnsureTable(ctx context.Context, block, clusterRange netip.Prefix, bridge string) error {
-	return nft(ctx, TableRules(block, clusterRange, bridge))
+// Table keeps netd's nftables table in place. The zero value is ready.
+// Ensure loads the rules only when the table in the kernel is not what it
+// loaded last (missing, edited by hand, or other rules wanted), so a node
+// at rest makes no ruleset transaction at each check, only a listing.
+type Table struct {
+	mu     sync.Mutex
+	script string // last script loaded
+	listed string // the table as nft listed it right after
+}
+
+// Ensure makes netd's table hold TableRules(block, clusterRange, bridge).
+// It reports whether it had to load them.
+func (t *Table) Ensure(ctx context.Context, block, clusterRange netip.Prefix, bridge string) (loaded bool, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	script := TableRules(block, clusterRange, bridge)
+	if script == t.script {
+		if cur, err := listTable(ctx); err == nil && cur == t.listed {
+			return false, nil
+		}
+	}
+	t.script, t.listed = "", ""
+	if err := nft(ctx, script); err != nil {
+		return false, err
+	}
+	listed, err := listTable(ctx)
+	if err != nil {
+		return true, err
+	}
+	t.script, t.listed = script, listed
+	return true, nil
+}
+
+// listTable is nft's listing of netd's table.
+func listTable(ctx context.Context) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, "nft", "list", "table", "ip", NftTable)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("list nftables table %s: %w: %s", NftTable, err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
 }
 
 // RemoveTable deletes netd's table (cleanup only).
