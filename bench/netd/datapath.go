@@ -216,6 +216,7 @@ func runDataPath(ctx context.Context, o harness.Options) (harness.Result, error)
 		}
 	}
 	res.Subjects = []harness.Subject{stellar, bare, hand}
+	res.Notes = append(res.Notes, pairedNote(stellar.Samples["tcp"], bare.Samples["tcp"], hand.Samples["tcp"]))
 	return res, nil
 }
 
@@ -414,4 +415,23 @@ func handTopology(addNS func(string) (string, error), veth func(nsA, nsB, name, 
 		}
 	}
 	return ctrs[1], ctrs[0], nil
+}
+
+// pairedNote summarises the ratios within each round: the three subjects run
+// back to back in a round, so a load that changes between rounds (other
+// work on the machine) cancels out of them, while it widens each subject's
+// own spread.
+func pairedNote(stellar, bare, hand []float64) string {
+	ratio := func(a, b []float64) string {
+		var rs []float64
+		for i := range min(len(a), len(b)) {
+			if b[i] > 0 {
+				rs = append(rs, a[i]/b[i])
+			}
+		}
+		st := harness.Summarise(rs)
+		return fmt.Sprintf("%.2f [%.2f–%.2f]", st.Median, st.Min, st.Max)
+	}
+	return fmt.Sprintf("Ratios within each round (median [min–max] over the rounds; the subjects run back to back, so a load change between rounds cancels): Stellar/bare veth %s, Stellar/hand-built %s, hand-built/bare veth %s.",
+		ratio(stellar, bare), ratio(stellar, hand), ratio(hand, bare))
 }
