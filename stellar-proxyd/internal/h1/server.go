@@ -86,13 +86,16 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.draining.Load() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTemporary) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept: %w", err)
 			}
-			return fmt.Errorf("accept: %w", err)
+			// Anything else (out of file descriptors, a connection reset
+			// before it was accepted) passes: back off and go on, as
+			// net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		if !s.start(&conn{s: s, c: c, fallback: s.fallback}) {
@@ -126,8 +129,6 @@ func (s *Server) ServeTLS(c *tls.Conn, fallback func(net.Conn)) {
 	st := c.ConnectionState()
 	s.start(&conn{s: s, c: c, tls: &st, fallback: fallback})
 }
-
-var errTemporary = errors.New("temporary")
 
 // Shutdown stops accepting, closes idle connections, and waits for the
 // requests in flight (their answers say Connection: close) until ctx ends;

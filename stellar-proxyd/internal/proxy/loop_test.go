@@ -14,8 +14,8 @@ import (
 
 	"stellar.dev/api/gossipapi"
 	"stellar.dev/stellar-proxyd/internal/guard"
-	"stellar.dev/stellar-proxyd/internal/route"
 	"stellar.dev/stellar-proxyd/internal/h1"
+	"stellar.dev/stellar-proxyd/internal/route"
 )
 
 // startLoopProxy serves like startProxy but through the h1 loop, handing
