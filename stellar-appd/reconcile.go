@@ -590,6 +590,7 @@ func (r *reconciler) launch(ctx context.Context, l launch, now time.Time) {
 	svc.Process.Env = append([]string{"STELLAR_APP=" + w.app.Spec.Name, "STELLAR_SERVICE=" + w.svc.Name, "STELLAR_INSTANCE=" + name, "STELLAR_NODE=" + r.cfg.Node}, w.svc.Process.Env...)
 	spec := containers.Spec{ID: id, Hostname: name, Service: svc, Labels: labels, HostNetwork: !w.svc.NetworkEnabled()}
 	attached := false
+	t0 := time.Now()
 	if w.svc.NetworkEnabled() && r.net != nil {
 		att, err := r.net.Setup(ctx, id, w.app.Spec.Name, w.svc.Ports)
 		if err != nil {
@@ -602,6 +603,7 @@ func (r *reconciler) launch(ctx context.Context, l launch, now time.Time) {
 		spec.NetNS, spec.ResolvConf = att.NetNS, att.ResolvConf
 		labels[containers.LabelNetwork], labels[containers.LabelIP] = "cni", att.IP
 	}
+	t1 := time.Now()
 	err := r.rt.Create(ctx, spec)
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		err = nil
@@ -621,7 +623,11 @@ func (r *reconciler) launch(ctx context.Context, l launch, now time.Time) {
 		}
 		return
 	}
-	r.start(ctx, id, w, st, now)
+	t2 := time.Now()
+	if r.start(ctx, id, w, st, now) {
+		r.log.Info("started instance", "container", id, "network", t1.Sub(t0).Round(time.Millisecond),
+			"create", t2.Sub(t1).Round(time.Millisecond), "start", time.Since(t2).Round(time.Millisecond))
+	}
 }
 
 // reservedMemory sums resources.memory of the instances that exist here.
@@ -647,13 +653,14 @@ func (r *reconciler) decline(ctx context.Context, w want, reason string) {
 	}
 }
 
-func (r *reconciler) start(ctx context.Context, id string, w want, st *instState, now time.Time) {
+// start starts a created instance's task; false when it did not start.
+func (r *reconciler) start(ctx context.Context, id string, w want, st *instState, now time.Time) bool {
 	args := logdriver.Args(w.app.Spec.Name, w.svc.Name, appapi.InstanceName(w.app.Spec.Name, w.svc.Name, w.index), r.cfg.LogDir, r.cfg.JournalSocket)
 	if _, err := r.rt.Start(ctx, id, args); err != nil {
 		r.fail(st, now)
 		st.lastErr = err.Error()
 		r.log.Warn("start instance", "container", id, "err", err, "retry_in", st.nextStart.Sub(now).Round(time.Millisecond))
-		return
+		return false
 	}
 	st.lastStart = now
 	st.lastErr = ""
@@ -661,7 +668,7 @@ func (r *reconciler) start(ctx context.Context, id string, w want, st *instState
 	st.health = appapi.HealthUnknown
 	st.healthFails = 0
 	st.nextProbe = now
-	r.log.Info("started instance", "container", id)
+	return true
 }
 
 // fail records a failure and schedules the next try with exponential backoff.
