@@ -50,11 +50,12 @@ func runDataPath(ctx context.Context, o harness.Options) (harness.Result, error)
 		secs, runs = 1, 1
 	}
 	res := harness.Result{
-		Goal:    "at least 95% of the bare veth pair's throughput",
+		Goal:    "at least 95% of the bare veth pair's throughput (and of the same topology built by hand)",
 		Metrics: []harness.Metric{{Name: "tcp", Unit: "Gbit/s", HigherIsBetter: true}},
 		Notes: []string{
 			fmt.Sprintf("iperf3 -t %d, one TCP stream. Stellar: two nodes (network namespaces on a veth link, each with stellar-gossip and stellar-netd, joined by token); a container namespace on each (Debian's bridge plugin + stellar-cni-ipam); the path is container veth -> bridge -> static route -> node veth -> bridge -> container veth.", secs),
 			"Bare veth: two namespaces joined by one veth pair, the physical limit of this machine's virtual links. Stellar's path crosses three veth pairs and two bridges (netd is not on the data path: the kernel forwards, no tunnel, no encapsulation), so on a CPU-bound virtual link it pays for the extra hops; between real hosts the NIC is the limit.",
+			"Hand-built: Stellar's topology made with ip(8) alone (3 veth pairs, 2 bridges, 2 static routes, forwarding on; no netd, no nftables, no CNI plugin): the physical cost of the topology. Stellar/hand-built is what Stellar adds; hand-built/bare is what the hops cost (stellar-netd/README.md, Data path performance).",
 		},
 	}
 	measure := iperf
