@@ -336,7 +336,7 @@ func (s *service) join(ctx context.Context, t token.Token) (int, error) {
 		},
 	}
 	body, _ := json.Marshal(joinReq{W: wireVersion, TokenID: t.ID, Secret: base64.StdEncoding.EncodeToString(t.Secret), Node: s.cfg.Node.Name, PubKey: string(pubPEM)})
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: pinned}}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: pinned, DisableKeepAlives: true}}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+t.Addr+"/v1/peer/join", bytes.NewReader(body))
 	if err != nil {
 		return 0, err

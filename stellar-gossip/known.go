@@ -36,9 +36,11 @@ type knownList struct {
 	Members []knownMember `json:"members"`
 }
 
-// loadKnown reads the persisted member list; members not seen for longer
-// than keep (serf would have reaped them) and this node are left out.
-func loadKnown(dir, self string, keep time.Duration, now time.Time) (map[string]knownMember, error) {
+// loadKnown reads the persisted member list, leaving out this node and
+// entries that do not name a usable address. Age is not judged here: while
+// this node was down it could not tell whether a peer was away, so the
+// reconnect timeout of a member not seen again counts from this start.
+func loadKnown(dir, self string) (map[string]knownMember, error) {
 	out := map[string]knownMember{}
 	raw, err := os.ReadFile(filepath.Join(dir, knownFile))
 	if os.IsNotExist(err) {
@@ -56,9 +58,6 @@ func loadKnown(dir, self string, keep time.Duration, now time.Time) (map[string]
 	}
 	for _, m := range l.Members {
 		if m.Name == "" || m.Name == self || net.ParseIP(m.Addr) == nil || m.Port <= 0 || m.Port > 65535 {
-			continue
-		}
-		if now.Sub(m.Seen) > keep {
 			continue
 		}
 		out[m.Name] = m
@@ -112,7 +111,7 @@ func (k knownMember) serfAddr() string {
 // member in it as failed until serf sees it again. It runs before serf
 // starts, so a join event from the snapshot rejoin clears the flag.
 func (s *service) startKnown() {
-	known, err := loadKnown(s.dir, s.cfg.Node.Name, s.cfg.Gossip.ReconnectTimeout, time.Now())
+	known, err := loadKnown(s.dir, s.cfg.Node.Name)
 	if err != nil {
 		s.log.Warn("known members from before the restart are not listed", "err", err)
 	}
@@ -251,11 +250,13 @@ func (s *service) flushKnown() {
 }
 
 // reapUnseen drops the keys of known members serf never saw since the
-// restart and that were last seen longer ago than the reconnect timeout.
+// restart, once both their last sighting and this start are longer ago
+// than the reconnect timeout.
 func (s *service) reapUnseen(now time.Time) {
 	inSerf := s.serfNames()
 	for _, k := range s.unseen(inSerf) {
-		if now.Sub(k.Seen) <= s.cfg.Gossip.ReconnectTimeout {
+		// Counted from the later of when it was last seen and this start.
+		if now.Sub(k.Seen) <= s.cfg.Gossip.ReconnectTimeout || now.Sub(s.started) <= s.cfg.Gossip.ReconnectTimeout {
 			continue
 		}
 		n, err := s.st.DropOwner(k.Name)

@@ -66,7 +66,7 @@ func TestRestart_aloneListsKnownPeersAsFailed(t *testing.T) {
 	})
 	// The known list is saved within a few seconds of the joins.
 	eventually(t, 30*time.Second, "members.json names r2 and r3", func() error {
-		k, err := loadKnown(filepath.Join(r1.dir, "state", "gossip"), "r1", time.Hour, time.Now())
+		k, err := loadKnown(filepath.Join(r1.dir, "state", "gossip"), "r1")
 		if err != nil || len(k) != 2 {
 			return fmt.Errorf("known %v (%v)", k, err)
 		}
@@ -135,7 +135,7 @@ func TestKnown_load(t *testing.T) {
 		{name: "noFile", want: nil},
 		{name: "keepsRecent", file: mustJSON(knownList{Format: 1, Members: []knownMember{ok}}), want: []string{"b"}},
 		{name: "dropsSelf", file: mustJSON(knownList{Format: 1, Members: []knownMember{ok, {Name: "a", Addr: "10.0.0.1", Port: 7946, Seen: now}}}), want: []string{"b"}},
-		{name: "dropsPastReconnectTimeout", file: mustJSON(knownList{Format: 1, Members: []knownMember{{Name: "c", Addr: "10.0.0.3", Port: 7946, Seen: now.Add(-48 * time.Hour)}}}), want: nil},
+		{name: "keepsOldOnes", file: mustJSON(knownList{Format: 1, Members: []knownMember{{Name: "c", Addr: "10.0.0.3", Port: 7946, Seen: now.Add(-48 * time.Hour)}}}), want: []string{"c"}},
 		{name: "dropsBadAddress", file: mustJSON(knownList{Format: 1, Members: []knownMember{{Name: "d", Addr: "nope", Port: 7946, Seen: now}, {Name: "e", Addr: "10.0.0.5", Port: 70000, Seen: now}}}), want: nil},
 		{name: "wrongFormat", file: `{"format":2,"members":[]}`, wantErr: true},
 		{name: "garbage", file: `{"format":`, wantErr: true},
@@ -148,7 +148,7 @@ func TestKnown_load(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			got, err := loadKnown(dir, "a", 24*time.Hour, now)
+			got, err := loadKnown(dir, "a")
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
 			}
@@ -167,7 +167,7 @@ func TestKnown_load(t *testing.T) {
 		if err := saveKnown(dir, map[string]knownMember{"b": ok}); err != nil {
 			t.Fatal(err)
 		}
-		got, err := loadKnown(dir, "a", 24*time.Hour, now)
+		got, err := loadKnown(dir, "a")
 		if err != nil || got["b"].Addr != "10.0.0.2" {
 			t.Fatalf("got %v, %v", got, err)
 		}

@@ -209,7 +209,23 @@ func (s *security) clientTLS() *tls.Config {
 }
 
 func newTLSListener(l net.Listener, s *security) net.Listener {
-	return tls.NewListener(l, s.serverTLS())
+	return tls.NewListener(keepAliveListener{l}, s.serverTLS())
+}
+
+// peerKeepAlive is the TCP keepalive period of peer-port connections, both
+// ways: clients keep them 5 min between anti-entropy rounds.
+const peerKeepAlive = 3 * time.Minute
+
+// keepAliveListener sets peerKeepAlive on accepted TCP connections (Go's
+// default probes every 15 s).
+type keepAliveListener struct{ net.Listener }
+
+func (l keepAliveListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok && err == nil {
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: peerKeepAlive, Interval: peerKeepAlive, Count: 3})
+	}
+	return c, err
 }
 
 // Keyring file: serf's format, a JSON list of base64 keys, primary first.

@@ -373,9 +373,8 @@ func (s *service) publishFacts() error {
 	return nil
 }
 
-// factsLoop refreshes the facts when memory use moved by more than 10%
-// (or 64 MiB), and at least every 15 minutes: every write is a broadcast,
-// so idle nodes stay quiet.
+// factsLoop refreshes the facts when factsStale says so: every write
+// is a tag broadcast and a pull by every peer, so idle nodes stay quiet.
 func (s *service) factsLoop(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -391,11 +390,7 @@ func (s *service) factsLoop(ctx context.Context) {
 		if rec, err := s.st.Get("nodes/" + s.cfg.Node.Name + "/facts"); err == nil {
 			_ = json.Unmarshal(rec.Value, &pub)
 		}
-		diff := int64(cur.MemoryUsed) - int64(pub.MemoryUsed)
-		if diff < 0 {
-			diff = -diff
-		}
-		if time.Since(last) < 15*time.Minute && diff < 64<<20 && float64(diff) < 0.1*float64(pub.MemoryUsed) {
+		if !factsStale(pub, cur, time.Since(last)) {
 			continue
 		}
 		last = time.Now()
@@ -403,6 +398,22 @@ func (s *service) factsLoop(ctx context.Context) {
 			s.log.Warn("publish node facts", "err", err)
 		}
 	}
+}
+
+// factsStale reports whether the published facts need a refresh: every
+// 15 minutes, at once when a fixed fact changed, or when memory use moved
+// by 10% of the host's memory and at least 64 MiB (a busy host's memory use
+// swings by tens of MiB a minute; the figure is for people and placement
+// hints, not accounting).
+func factsStale(pub, cur gossipapi.NodeFacts, since time.Duration) bool {
+	if since >= 15*time.Minute || pub.OS != cur.OS || pub.Kernel != cur.Kernel || pub.CPUs != cur.CPUs || pub.MemoryTotal != cur.MemoryTotal {
+		return true
+	}
+	diff := int64(cur.MemoryUsed) - int64(pub.MemoryUsed)
+	if diff < 0 {
+		diff = -diff
+	}
+	return diff >= 64<<20 && float64(diff) >= 0.1*float64(cur.MemoryTotal)
 }
 
 // tombstoneKeep is how long a delete is remembered: the reconnect
