@@ -171,14 +171,30 @@ func startStellar(ctx context.Context, o harness.Options, n int, profile string)
 	if err := call(c.nodes[0].hc, "POST", "/v1/cluster/tokens", map[string]any{"ttl": "1h"}, &tok); err != nil {
 		return c, err
 	}
-	for _, nd := range c.nodes[1:] {
+	// Nodes 1 and 2 join through node 0; the rest through nodes 0, 1 and
+	// 2 in turn (each checks the tokens it issued), so no single seed
+	// admits all N.
+	toks := []string{tok.Token}
+	for i, nd := range c.nodes[1:] {
+		seed := toks[(i+1)%len(toks)]
+		if i+1 < 3 {
+			seed = toks[0]
+		}
 		// A join is retried: on a loaded machine one can time out.
 		var jerr error
 		for try := 0; try < 5; try++ {
-			if jerr = call(nd.hc, "POST", "/v1/cluster/join", map[string]string{"token": tok.Token}, nil); jerr == nil {
+			if jerr = call(nd.hc, "POST", "/v1/cluster/join", map[string]string{"token": seed}, nil); jerr == nil {
 				break
 			}
 			time.Sleep(time.Second)
+		}
+		if jerr == nil && i+1 < 3 {
+			var t2 struct {
+				Token string `json:"token"`
+			}
+			if err := call(nd.hc, "POST", "/v1/cluster/tokens", map[string]any{"ttl": "1h"}, &t2); err == nil {
+				toks = append(toks, t2.Token)
+			}
 		}
 		if jerr != nil {
 			return c, fmt.Errorf("%s join: %w", nd.name, jerr)
@@ -378,8 +394,39 @@ func (c *cluster) detect(ctx context.Context, killed int) (time.Duration, error)
 	victim.cmd.Process.Signal(syscall.SIGKILL)
 	victim.cmd.Wait()
 	c.nodes = c.nodes[:len(c.nodes)-1]
-	err := poll(ctx, 120*time.Second, func() bool { return c.count(c.nodes[0], "failed") >= killed })
+	// The victim itself, by name: on a loaded machine another member can
+	// flap to failed for a moment and must not count as the detection.
+	err := poll(ctx, 120*time.Second, func() bool { return c.status(c.nodes[0], victim.name) == "failed" })
 	return time.Since(start), err
+}
+
+// status returns the status nd lists for the member named name ("" if
+// not listed or on error).
+func (c *cluster) status(nd *node, name string) string {
+	if c.kind == "serf" {
+		out, err := exec.Command("nsenter", "--net="+c.ns(), "--", "serf", "members", "-rpc-addr", nd.ip+":7373", "-name", "^"+name+"$").Output()
+		if err != nil {
+			return ""
+		}
+		f := strings.Fields(string(out))
+		if len(f) < 3 {
+			return ""
+		}
+		return f[2]
+	}
+	var ms []struct {
+		Name   string `json:"name"`
+		Status string `json:"status"`
+	}
+	if err := call(nd.hc, "GET", "/v1/members", nil, &ms); err != nil {
+		return ""
+	}
+	for _, m := range ms {
+		if m.Name == name {
+			return m.Status
+		}
+	}
+	return ""
 }
 
 func poll(ctx context.Context, within time.Duration, f func() bool) error {
@@ -478,11 +525,11 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 				if c != nil {
 					c.stop()
 				}
-				if kind == "serf" {
-					o.Log.Warn("serf not measured", "err", err)
-					continue
-				}
-				return res, fmt.Errorf("start %s N=%d: %w", kind, n, err)
+				// A cluster that does not form on a loaded machine is
+				// reported, and the others are still measured.
+				o.Log.Warn("cluster not measured", "kind", kind, "n", n, "err", err)
+				res.Notes = append(res.Notes, fmt.Sprintf("%s N=%d was not measured: it did not form (%v).", kind, n, err))
+				continue
 			}
 			// Let the joins settle: idle means the steady state, not the
 			// tail of N joins (tag updates, first facts, first syncs). The
@@ -517,8 +564,9 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 				for i := 0; i < writes; i++ {
 					d, err := c.converge(ctx, r*100+i)
 					if err != nil {
-						c.stop()
-						return res, fmt.Errorf("%s N=%d: %w", kind, n, err)
+						o.Log.Warn("write not converged", "kind", kind, "n", n, "err", err)
+						res.Notes = append(res.Notes, fmt.Sprintf("%s N=%d: a write did not reach every node: %v.", kind, n, err))
+						continue
 					}
 					s.Add("converge", float64(d.Microseconds())/1000)
 				}
@@ -534,6 +582,11 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			c.stop()
 			os.RemoveAll(c.dir)
 			if len(s.Samples) > 0 {
+				for _, m := range []string{"converge", "detect", "idle", "rss"} {
+					if v := s.Samples[m]; len(v) > 0 {
+						o.Log.Info("gossip figure", "subject", s.Name, "metric", m, "median", harness.Summarise(v).Median)
+					}
+				}
 				res.Subjects = append(res.Subjects, s)
 				curves.add(kind, n, s)
 			}
@@ -546,7 +599,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		"detect: kill -9 of the last node until node 0 lists it failed (serf: `serf members -status failed` through nsenter, a few ms per poll).",
 		fmt.Sprintf("Each cluster is started once per kind and size and measured in %d rounds (an idle window and %d writes each), then %d nodes are killed one after the other (one detection each): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report.", o.Runs, writes, o.Runs),
 		"stellar-edge does not run at N=100 (its figure is idle traffic per node).",
-		"Start deadlines grow with N (health: 30 s + 1 s per node; all alive everywhere: 2 min + 2 s per node); serf agents join through up to three seeds.",
+		"Start deadlines grow with N (health: 30 s + 1 s per node; all alive everywhere: 2 min + 2 s per node); both join through three seeds (stellar-gossip: tokens of nodes 0, 1 and 2 in turn; serf: -join of up to three earlier agents). detect waits for the killed node itself to be listed failed.",
 		"converge and detect against N are plotted (medians); the CDF shows every write's convergence at the largest N.")
 	res.Charts = curves.charts(sizes[len(sizes)-1])
 	return res, nil
