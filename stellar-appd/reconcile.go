@@ -974,6 +974,11 @@ func (r *reconciler) publish(ctx context.Context, v *view, wants map[string]want
 	local := r.Local()
 	var errs []error
 	mine := map[string]bool{}
+	type put struct {
+		key string
+		in  appapi.Instance
+	}
+	var puts []put
 	for id, w := range wants {
 		c, ok := local[id]
 		st := r.state(id)
@@ -1019,14 +1024,31 @@ func (r *reconciler) publish(ctx context.Context, v *view, wants map[string]want
 			}
 		}
 		in.Updated = time.Now().UTC()
-		if _, err := r.st.Put(ctx, key, in, ""); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		r.mu.Lock()
-		r.published[key] = in
-		r.mu.Unlock()
+		puts = append(puts, put{key, in})
 	}
+	// Written a few at a time: after a pass that started many instances,
+	// each write is a round trip to gossip.
+	var emu sync.Mutex
+	sem := make(chan struct{}, createParallel)
+	var wg sync.WaitGroup
+	for _, p := range puts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if _, err := r.st.Put(ctx, p.key, p.in, ""); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+				return
+			}
+			r.mu.Lock()
+			r.published[p.key] = p.in
+			r.mu.Unlock()
+		}()
+	}
+	wg.Wait()
 	prefix := appapi.NodesPrefix + r.cfg.Node + "/instances/"
 	for key := range v.instances {
 		if strings.HasPrefix(key, prefix) && !mine[key] {
