@@ -391,7 +391,9 @@ else
 	skip "appd container: could not build the test image ($(tail -1 "$imgdir/build.log"))"
 fi
 rm -rf "$imgdir"
+jlines() { x journalctl STELLAR_APP=web --no-pager -o cat </dev/null 2>/dev/null | wc -l; }
 if [ -n "$cpid" ]; then
+	n_before=$(jlines)
 	x systemctl stop stellar-appd.service </dev/null 2>/dev/null
 	sleep 2
 	[ "$(ctask)" = "$cpid" ] && pass "systemctl stop stellar-appd: the container keeps running (PID $cpid)" \
@@ -400,9 +402,26 @@ if [ -n "$cpid" ]; then
 	sleep 2
 	[ "$(ctask)" = "$cpid" ] && [ "$(x systemctl is-active stellar-appd.service </dev/null)" = active ] \
 		&& pass "stellar-appd started again: same container (PID $cpid)" || fail "after appd start: container $(ctask), appd $(x systemctl is-active stellar-appd.service </dev/null)"
-	n=$(x journalctl STELLAR_APP=web --no-pager -o cat </dev/null 2>/dev/null | wc -l)
-	[ "$n" -gt 0 ] && pass "container output in the journal: journalctl STELLAR_APP=web ($n lines)" \
-		|| fail "no container output under journalctl STELLAR_APP=web"
+	# The container's output: journald files it under containerd's unit (the
+	# log driver is containerd's child) with Stellar's fields; it keeps
+	# flowing across appd's restart (appd's health checks make the server log).
+	n=0
+	for _ in $(seq 20); do n=$(jlines); [ "$n" -gt "$n_before" ] && break; sleep 1; done
+	[ "$n_before" -gt 0 ] && [ "$n" -gt "$n_before" ] \
+		&& pass "container output in the journal: journalctl STELLAR_APP=web ($n_before lines before appd's restart, $n after)" \
+		|| fail "container output under journalctl STELLAR_APP=web: $n_before lines before appd's restart, $n after"
+	entry=$(x journalctl STELLAR_APP=web -n 1 -o export --no-pager </dev/null 2>/dev/null)
+	miss=""
+	for f in STELLAR_SERVICE=httpd STELLAR_INSTANCE=web.httpd. CONTAINER_ID= SYSLOG_IDENTIFIER=web.httpd _SYSTEMD_UNIT=containerd.service; do
+		printf '%s\n' "$entry" | grep -q "^$f" || miss="$miss $f"
+	done
+	[ -z "$miss" ] && pass "journal fields of container output: STELLAR_APP, STELLAR_SERVICE, STELLAR_INSTANCE, CONTAINER_ID, SYSLOG_IDENTIFIER=web.httpd, under containerd.service" \
+		|| fail "journal entry of container output lacks:$miss"
+	burst=$(x systemctl show -P LogRateLimitBurst containerd.service </dev/null 2>/dev/null)
+	[ "$burst" = 100000 ] && pass "containerd's journald rate limit raised by Stellar's drop-in (LogRateLimitBurst=$burst)" \
+		|| fail "containerd's LogRateLimitBurst is '$burst', not the drop-in's 100000"
+	nl=$(x sctl apps logs web </dev/null 2>/dev/null | wc -l)
+	[ "$nl" -gt 0 ] && pass "sctl apps logs web: $nl lines" || fail "sctl apps logs web printed nothing"
 fi
 
 # --- upgrade path: services restart, sockets stay ---------------------------------------------
