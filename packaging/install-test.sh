@@ -412,7 +412,7 @@ if [ -n "$cpid" ]; then
 		|| fail "container output under journalctl STELLAR_APP=web: $n_before lines before appd's restart, $n after"
 	entry=$(x journalctl STELLAR_APP=web -n 1 -o export --no-pager </dev/null 2>/dev/null)
 	miss=""
-	for f in STELLAR_SERVICE=httpd STELLAR_INSTANCE=web.httpd. CONTAINER_ID= SYSLOG_IDENTIFIER=web.httpd _SYSTEMD_UNIT=containerd.service; do
+	for f in STELLAR_SERVICE=httpd STELLAR_INSTANCE=[0-9]*\.httpd\.web CONTAINER_ID= SYSLOG_IDENTIFIER=web.httpd _SYSTEMD_UNIT=containerd.service; do
 		printf '%s\n' "$entry" | grep -q "^$f" || miss="$miss $f"
 	done
 	[ -z "$miss" ] && pass "journal fields of container output: STELLAR_APP, STELLAR_SERVICE, STELLAR_INSTANCE, CONTAINER_ID, SYSLOG_IDENTIFIER=web.httpd, under containerd.service" \
