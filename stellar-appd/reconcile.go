@@ -57,6 +57,8 @@ type reconcilerConfig struct {
 	Node string
 	// RescheduleAfter damps churn (see memberClock).
 	RescheduleAfter time.Duration
+	// ClockFile keeps the member clock across restarts ("": in memory).
+	ClockFile string
 	// BackoffMin and BackoffMax bound the restart backoff.
 	BackoffMin, BackoffMax time.Duration
 	// StopGrace is the time between SIGTERM and SIGKILL.
@@ -199,6 +201,13 @@ func (r *reconciler) Kick() {
 
 // Run reconciles on every kick and every interval until ctx ends.
 func (r *reconciler) Run(ctx context.Context, kick <-chan struct{}, interval time.Duration) {
+	if r.cfg.ClockFile != "" {
+		clock, err := loadMemberClock(r.cfg.ClockFile)
+		if err != nil {
+			r.log.Warn("member clock starts over", "err", err)
+		}
+		r.clock = clock
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -397,6 +406,9 @@ func (r *reconciler) desired(ctx context.Context, v *view, now time.Time) map[st
 		}
 	}
 	nodes := r.clock.nodes(v, r.cfg.Node, now, r.cfg.RescheduleAfter)
+	if err := r.clock.save(); err != nil {
+		r.log.Warn("keep member clock", "err", err)
+	}
 	wants := map[string]want{}
 	for name := range v.apps {
 		a := v.apps[name]

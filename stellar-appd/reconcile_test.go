@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -505,5 +507,64 @@ func TestReconciler_onePassCreatesConcurrentlyWithinCapacity(t *testing.T) {
 	}
 	if running != 5 {
 		t.Fatalf("%d instances published running, want 5", running)
+	}
+}
+
+// A restart of appd must not count a node that failed long ago as freshly
+// failed: that would make it eligible again and move instances onto it.
+func TestMemberClock_keptAcrossRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "members-clock.json")
+	after := time.Minute
+	t0 := time.Unix(1000, 0)
+	v := &view{members: []gossipapi.Member{{Name: "a", Status: "alive"}, {Name: "b", Status: "alive"}, {Name: "c", Status: "failed"}}, schedule: map[string]string{}}
+	eligible := func(mc *memberClock, now time.Time) map[string]bool {
+		out := map[string]bool{}
+		for _, n := range mc.nodes(v, "a", now, after) {
+			out[n.Name] = n.Eligible
+		}
+		if err := mc.save(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	mc, err := loadMemberClock(path)
+	if err != nil {
+		t.Fatalf("missing file: %v", err)
+	}
+	eligible(mc, t0)
+	if e := eligible(mc, t0.Add(2*after)); e["c"] {
+		t.Fatal("c still eligible long after it failed")
+	}
+	tests := []struct {
+		name    string
+		content string // "" keeps what was saved
+		wantC   bool
+		wantErr string
+	}{
+		{name: "kept clock: c stays ineligible", wantC: false},
+		{name: "unreadable clock starts over", content: "{not json", wantC: true, wantErr: "decode member clock"},
+		{name: "other format starts over", content: `{"format": 2}`, wantC: true, wantErr: "format 2"},
+	}
+	saved, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			content := string(saved)
+			if tc.content != "" {
+				content = tc.content
+			}
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			mc, err := loadMemberClock(path)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("load: %v, want %q", err, tc.wantErr)
+			}
+			if e := eligible(mc, t0.Add(2*after+time.Second)); e["c"] != tc.wantC || !e["a"] || !e["b"] {
+				t.Fatalf("after restart: %v, want c eligible %v", e, tc.wantC)
+			}
+		})
 	}
 }

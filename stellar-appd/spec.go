@@ -73,7 +73,8 @@ func newService(env *daemon.Env) *service {
 	rt := s.rt
 	s.rec = newReconciler(reconcilerConfig{
 		Node: cfg.Node.Name, RescheduleAfter: cfg.Apps.RescheduleAfter,
-		LogDir: s.logDir(), MemoryMiB: memTotalMiB(),
+		ClockFile: filepath.Join(cfg.StateDirOf("appd"), "members-clock.json"),
+		LogDir:    s.logDir(), MemoryMiB: memTotalMiB(),
 		JournalSocket: os.Getenv(journalSocketEnv),
 	}, st, rt, newProber(rt, instanceAddr), env.Log)
 	s.rec.images = newFetcher(fetcherConfig{}, rt, s.rec.Kick, env.Log)

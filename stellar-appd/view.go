@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -98,15 +101,95 @@ func loadView(ctx context.Context, st store) (*view, error) {
 
 // memberClock remembers, across passes, when members failed and came back,
 // to damp churn: a failed node keeps its instances for reschedule_after, a
-// returning node gets them back once it has been alive as long.
+// returning node gets them back once it has been alive as long. It is kept
+// in appd's state dir (path), so a restart of appd (or a reboot) does not
+// count a node that failed long ago as freshly failed: that would make it
+// eligible again for reschedule_after and move instances onto it and back.
 type memberClock struct {
 	failedSince map[string]time.Time
 	aliveSince  map[string]time.Time
 	wasFailed   map[string]bool
+
+	path  string // "" keeps it in memory only
+	dirty bool
+}
+
+// clockFile is the persisted form of a memberClock.
+type clockFile struct {
+	Format      int                  `json:"format"`
+	FailedSince map[string]time.Time `json:"failed_since"`
+	AliveSince  map[string]time.Time `json:"alive_since"`
+	WasFailed   map[string]bool      `json:"was_failed"`
 }
 
 func newMemberClock() *memberClock {
 	return &memberClock{failedSince: map[string]time.Time{}, aliveSince: map[string]time.Time{}, wasFailed: map[string]bool{}}
+}
+
+// loadMemberClock reads the clock kept at path; a missing file is a new
+// clock. An unreadable one is reported and replaced by a new clock: the
+// damping then starts over, as on a first start.
+func loadMemberClock(path string) (*memberClock, error) {
+	mc := newMemberClock()
+	mc.path = path
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return mc, nil
+	}
+	if err != nil {
+		return mc, fmt.Errorf("read member clock: %w", err)
+	}
+	var f clockFile
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return mc, fmt.Errorf("decode member clock %s: %w", path, err)
+	}
+	if f.Format != 1 {
+		return mc, fmt.Errorf("member clock %s has format %d, this appd reads 1", path, f.Format)
+	}
+	for k, v := range f.FailedSince {
+		mc.failedSince[k] = v
+	}
+	for k, v := range f.AliveSince {
+		mc.aliveSince[k] = v
+	}
+	for k, v := range f.WasFailed {
+		mc.wasFailed[k] = v
+	}
+	return mc, nil
+}
+
+// save writes the clock when it changed (temp file, fsync, rename).
+func (mc *memberClock) save() error {
+	if mc.path == "" || !mc.dirty {
+		return nil
+	}
+	raw, err := json.Marshal(clockFile{Format: 1, FailedSince: mc.failedSince, AliveSince: mc.aliveSince, WasFailed: mc.wasFailed})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(mc.path), 0o700); err != nil {
+		return fmt.Errorf("save member clock: %w", err)
+	}
+	tmp := mc.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("save member clock: %w", err)
+	}
+	_, err = f.Write(raw)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, mc.path)
+	}
+	if err != nil {
+		return fmt.Errorf("save member clock: %w", err)
+	}
+	mc.dirty = false
+	return nil
 }
 
 // nodes returns the placement view of the members at now.
@@ -117,20 +200,32 @@ func (mc *memberClock) nodes(v *view, self string, now time.Time, after time.Dur
 		n := placement.Node{Name: m.Name, Labels: m.Labels}
 		switch m.Status {
 		case gossipapi.StatusAlive, gossipapi.StatusSuspect:
-			delete(mc.failedSince, m.Name)
+			if _, ok := mc.failedSince[m.Name]; ok {
+				delete(mc.failedSince, m.Name)
+				mc.dirty = true
+			}
 			if _, ok := mc.aliveSince[m.Name]; !ok {
 				mc.aliveSince[m.Name] = now
+				mc.dirty = true
 			}
 			n.Eligible = !mc.wasFailed[m.Name] || now.Sub(mc.aliveSince[m.Name]) >= after
-			if n.Eligible {
+			if n.Eligible && mc.wasFailed[m.Name] {
 				delete(mc.wasFailed, m.Name)
+				mc.dirty = true
 			}
 		case gossipapi.StatusFailed:
-			delete(mc.aliveSince, m.Name)
+			if _, ok := mc.aliveSince[m.Name]; ok {
+				delete(mc.aliveSince, m.Name)
+				mc.dirty = true
+			}
 			if _, ok := mc.failedSince[m.Name]; !ok {
 				mc.failedSince[m.Name] = now
+				mc.dirty = true
 			}
-			mc.wasFailed[m.Name] = true
+			if !mc.wasFailed[m.Name] {
+				mc.wasFailed[m.Name] = true
+				mc.dirty = true
+			}
 			n.Eligible = now.Sub(mc.failedSince[m.Name]) < after
 		default: // left: gone on purpose
 			n.Eligible = false
