@@ -184,33 +184,10 @@ func TestLean_sameAnswersAsReverseProxy(t *testing.T) {
 	lean := startProxy(t, backend, true)
 	classic := startProxy(t, backend, false)
 	const h = "Host: b.test\r\n"
-	tests := []struct{ name, req string }{
-		{"plain get", "GET /echo/a?x=1&y=%20z HTTP/1.1\r\n" + h + "User-Agent: t\r\nAccept: */*\r\n\r\n"},
-		{"repeated headers", "GET /echo/r HTTP/1.1\r\n" + h + "X-Multi: 1\r\nX-Multi: 2\r\nCookie: a=1\r\n\r\n"},
-		{"forwarded headers replaced", "GET /echo/f HTTP/1.1\r\n" + h + "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nForwarded: for=1.2.3.4\r\n\r\n"},
-		{"hop headers dropped", "GET /echo/h HTTP/1.1\r\n" + h + "Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 300\r\nProxy-Connection: x\r\nTe: trailers, deflate\r\nProxy-Authorization: basic x\r\n\r\n"},
-		{"get with an empty body", "GET /echo/cl0 HTTP/1.1\r\n" + h + "Content-Length: 0\r\n\r\n"},
-		{"host with port", "GET /echo/port HTTP/1.1\r\nHost: b.test:8080\r\n\r\n"},
+	tests := append(forwardingCorpus(h), []struct{ name, req string }{
 		{"escaped path", "GET /echo/a%2Fb/%7Ec?q=%2F#frag HTTP/1.1\r\n" + h + "\r\n"},
-		{"client closes", "GET /echo/close HTTP/1.1\r\n" + h + "Connection: close\r\n\r\n"},
 		{"no user agent", "GET /echo/ua HTTP/1.1\r\n" + h + "\r\n"},
-		{"head", "HEAD /echo/head HTTP/1.1\r\n" + h + "\r\n"},
-		{"options", "OPTIONS /echo/o HTTP/1.1\r\n" + h + "\r\n"},
-		{"delete", "DELETE /echo/d HTTP/1.1\r\n" + h + "\r\n"},
-		{"http/1.0 client", "GET /echo/old HTTP/1.0\r\n" + h + "\r\n"},
-		{"chunked answer with trailers", "GET /chunked HTTP/1.1\r\n" + h + "\r\n"},
-		{"big answer", "GET /big HTTP/1.1\r\n" + h + "\r\n"},
-		{"head of big answer", "HEAD /big HTTP/1.1\r\n" + h + "\r\n"},
-		{"no content", "GET /status/204 HTTP/1.1\r\n" + h + "\r\n"},
-		{"not modified", "GET /status/304 HTTP/1.1\r\n" + h + "\r\n"},
-		{"not found", "GET /status/404 HTTP/1.1\r\n" + h + "\r\n"},
-		{"server error", "GET /status/503 HTTP/1.1\r\n" + h + "\r\n"},
-		{"early hints passed on", "GET /hints HTTP/1.1\r\n" + h + "\r\n"},
-		{"answer until close", "GET /close HTTP/1.1\r\n" + h + "\r\n"},
-		{"conflicting lengths", "GET /bad-head HTTP/1.1\r\n" + h + "\r\n"},
-		{"post goes the other way", "POST /echo/p HTTP/1.1\r\n" + h + "Content-Length: 3\r\n\r\nabc"},
-		{"no route", "GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"},
-	}
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := rawExchange(t, lean, tt.req)

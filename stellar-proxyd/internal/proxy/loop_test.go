@@ -117,39 +117,16 @@ func TestLoop_sameAnswersAsNetHTTP(t *testing.T) {
 	loop := startLoopProxy(t, backend)
 	classic := startClassicProxy(t, backend)
 	const h = "Host: b.test\r\n"
-	single := []struct{ name, req string }{
-		{"plain get", "GET /echo/a?x=1&y=%20z HTTP/1.1\r\n" + h + "User-Agent: t\r\nAccept: */*\r\n\r\n"},
+	single := append(forwardingCorpus(h), []struct{ name, req string }{
 		{"lower-case names", "GET /echo/lc HTTP/1.1\r\nhost: b.test\r\nx-custom-NAME: 1\r\naccept-ENCODING: gzip\r\n\r\n"},
-		{"repeated headers", "GET /echo/r HTTP/1.1\r\n" + h + "X-Multi: 1\r\nX-Multi: 2\r\nCookie: a=1\r\n\r\n"},
-		{"forwarded headers replaced", "GET /echo/f HTTP/1.1\r\n" + h + "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nForwarded: for=1.2.3.4\r\n\r\n"},
-		{"hop headers dropped", "GET /echo/h HTTP/1.1\r\n" + h + "Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 300\r\nProxy-Connection: x\r\nTe: trailers, deflate\r\nProxy-Authorization: basic x\r\n\r\n"},
-		{"get with an empty body", "GET /echo/cl0 HTTP/1.1\r\n" + h + "Content-Length: 0\r\n\r\n"},
-		{"host with port", "GET /echo/port HTTP/1.1\r\nHost: b.test:8080\r\n\r\n"},
 		{"escaped path", "GET /echo/a%2Fb/%7Ec?q=%2F HTTP/1.1\r\n" + h + "\r\n"},
 		{"fragment", "GET /echo/a#frag HTTP/1.1\r\n" + h + "\r\n"},
 		{"empty query", "GET /echo/q? HTTP/1.1\r\n" + h + "\r\n"},
 		{"double slash", "GET //echo/x HTTP/1.1\r\n" + h + "\r\n"},
 		{"values with spaces", "GET /echo/sp HTTP/1.1\r\n" + h + "X-A:   padded\t \r\nX-Empty:\r\n\r\n"},
-		{"client closes", "GET /echo/close HTTP/1.1\r\n" + h + "Connection: close\r\n\r\n"},
-		{"head", "HEAD /echo/head HTTP/1.1\r\n" + h + "\r\n"},
-		{"options", "OPTIONS /echo/o HTTP/1.1\r\n" + h + "\r\n"},
-		{"delete", "DELETE /echo/d HTTP/1.1\r\n" + h + "\r\n"},
-		{"http/1.0 client", "GET /echo/old HTTP/1.0\r\n" + h + "\r\n"},
 		{"http/1.0 keep-alive", "GET /echo/old HTTP/1.0\r\n" + h + "Connection: keep-alive\r\n\r\n"},
 		{"pragma", "GET /echo/pragma HTTP/1.1\r\n" + h + "Pragma: no-cache\r\n\r\n"},
-		{"chunked answer with trailers", "GET /chunked HTTP/1.1\r\n" + h + "\r\n"},
-		{"big answer", "GET /big HTTP/1.1\r\n" + h + "\r\n"},
-		{"head of big answer", "HEAD /big HTTP/1.1\r\n" + h + "\r\n"},
-		{"no content", "GET /status/204 HTTP/1.1\r\n" + h + "\r\n"},
-		{"not modified", "GET /status/304 HTTP/1.1\r\n" + h + "\r\n"},
-		{"not found", "GET /status/404 HTTP/1.1\r\n" + h + "\r\n"},
-		{"server error", "GET /status/503 HTTP/1.1\r\n" + h + "\r\n"},
-		{"early hints passed on", "GET /hints HTTP/1.1\r\n" + h + "\r\n"},
-		{"answer until close", "GET /close HTTP/1.1\r\n" + h + "\r\n"},
-		{"conflicting lengths", "GET /bad-head HTTP/1.1\r\n" + h + "\r\n"},
 		{"answer cut short", "GET /short HTTP/1.1\r\n" + h + "\r\n"},
-		{"post goes the other way", "POST /echo/p HTTP/1.1\r\n" + h + "Content-Length: 3\r\n\r\nabc"},
-		{"no route", "GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"},
 		{"no host", "GET /echo/nohost HTTP/1.1\r\n\r\n"},
 		{"two hosts", "GET /echo/2 HTTP/1.1\r\n" + h + h + "\r\n"},
 		{"bad host", "GET /echo/bh HTTP/1.1\r\nHost: b.test/x\r\n\r\n"},
@@ -183,7 +160,7 @@ func TestLoop_sameAnswersAsNetHTTP(t *testing.T) {
 		{"head over 16 KiB", "GET /echo/big HTTP/1.1\r\n" + h + "X-Big: " + strings.Repeat("a", 16<<10) + "\r\n\r\n"},
 		{"head of 7 KiB", "GET /echo/7k HTTP/1.1\r\n" + h + "X-Big: " + strings.Repeat("a", 7<<10) + "\r\n\r\n"},
 		{"head across the buffer's end", "GET /echo/8k HTTP/1.1\r\n" + h + "X-Big: " + strings.Repeat("a", 8<<10-50) + "\r\n\r\n"},
-	}
+	}...)
 	// Pipelined: lean requests then one the loop hands over, and the
 	// reverse; smuggling shapes after a good request.
 	get := "GET /echo/p1 HTTP/1.1\r\n" + h + "\r\n"
@@ -278,4 +255,35 @@ func BenchmarkLoop_get(b *testing.B) {
 			resp.Body.Close()
 		}
 	})
+}
+
+// forwardingCorpus holds the plain requests both differential tests send
+// (lean path against ReverseProxy, loop against net/http), h being the
+// Host line.
+func forwardingCorpus(h string) []struct{ name, req string } {
+	return []struct{ name, req string }{
+		{"plain get", "GET /echo/a?x=1&y=%20z HTTP/1.1\r\n" + h + "User-Agent: t\r\nAccept: */*\r\n\r\n"},
+		{"repeated headers", "GET /echo/r HTTP/1.1\r\n" + h + "X-Multi: 1\r\nX-Multi: 2\r\nCookie: a=1\r\n\r\n"},
+		{"forwarded headers replaced", "GET /echo/f HTTP/1.1\r\n" + h + "X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nForwarded: for=1.2.3.4\r\n\r\n"},
+		{"hop headers dropped", "GET /echo/h HTTP/1.1\r\n" + h + "Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 300\r\nProxy-Connection: x\r\nTe: trailers, deflate\r\nProxy-Authorization: basic x\r\n\r\n"},
+		{"get with an empty body", "GET /echo/cl0 HTTP/1.1\r\n" + h + "Content-Length: 0\r\n\r\n"},
+		{"host with port", "GET /echo/port HTTP/1.1\r\nHost: b.test:8080\r\n\r\n"},
+		{"client closes", "GET /echo/close HTTP/1.1\r\n" + h + "Connection: close\r\n\r\n"},
+		{"head", "HEAD /echo/head HTTP/1.1\r\n" + h + "\r\n"},
+		{"options", "OPTIONS /echo/o HTTP/1.1\r\n" + h + "\r\n"},
+		{"delete", "DELETE /echo/d HTTP/1.1\r\n" + h + "\r\n"},
+		{"http/1.0 client", "GET /echo/old HTTP/1.0\r\n" + h + "\r\n"},
+		{"chunked answer with trailers", "GET /chunked HTTP/1.1\r\n" + h + "\r\n"},
+		{"big answer", "GET /big HTTP/1.1\r\n" + h + "\r\n"},
+		{"head of big answer", "HEAD /big HTTP/1.1\r\n" + h + "\r\n"},
+		{"no content", "GET /status/204 HTTP/1.1\r\n" + h + "\r\n"},
+		{"not modified", "GET /status/304 HTTP/1.1\r\n" + h + "\r\n"},
+		{"not found", "GET /status/404 HTTP/1.1\r\n" + h + "\r\n"},
+		{"server error", "GET /status/503 HTTP/1.1\r\n" + h + "\r\n"},
+		{"early hints passed on", "GET /hints HTTP/1.1\r\n" + h + "\r\n"},
+		{"answer until close", "GET /close HTTP/1.1\r\n" + h + "\r\n"},
+		{"conflicting lengths", "GET /bad-head HTTP/1.1\r\n" + h + "\r\n"},
+		{"post goes the other way", "POST /echo/p HTTP/1.1\r\n" + h + "Content-Length: 3\r\n\r\nabc"},
+		{"no route", "GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"},
+	}
 }
