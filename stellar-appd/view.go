@@ -12,6 +12,7 @@ import (
 
 	"stellar.dev/api/appapi"
 	"stellar.dev/api/gossipapi"
+	"stellar.dev/daemon/atomicfile"
 	"stellar.dev/stellar-appd/internal/placement"
 )
 
@@ -170,22 +171,7 @@ func (mc *memberClock) save() error {
 	if err := os.MkdirAll(filepath.Dir(mc.path), 0o700); err != nil {
 		return fmt.Errorf("save member clock: %w", err)
 	}
-	tmp := mc.path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("save member clock: %w", err)
-	}
-	_, err = f.Write(raw)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, mc.path)
-	}
-	if err != nil {
+	if err := atomicfile.Write(mc.path, raw, 0o600); err != nil {
 		return fmt.Errorf("save member clock: %w", err)
 	}
 	mc.dirty = false

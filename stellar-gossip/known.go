@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/serf/serf"
 
 	"stellar.dev/api/gossipapi"
+	"stellar.dev/daemon/atomicfile"
 )
 
 // knownFile is the last member list this node saw, kept in the state dir so
@@ -75,24 +76,8 @@ func saveKnown(dir string, ms map[string]knownMember) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, knownFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("write known members: %w", err)
-	}
-	if _, err := f.Write(raw); err != nil {
-		f.Close()
-		return fmt.Errorf("write known members: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write known members: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write known members: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, knownFile)); err != nil {
-		return fmt.Errorf("write known members: %w", err)
+	if err := atomicfile.Write(filepath.Join(dir, knownFile), raw, 0o600); err != nil {
+		return fmt.Errorf("save known members: %w", err)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"stellar.dev/daemon/atomicfile"
 	"stellar.dev/stellar-gossip/pki"
 )
 
@@ -39,19 +40,7 @@ type security struct {
 
 // writeSecret writes a file 0600 atomically.
 func writeSecret(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	f, err := os.Open(tmp)
-	if err == nil {
-		_ = f.Sync()
-		f.Close()
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // loadSecurity reads the CA and node certificate, creating a new cluster

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"stellar.dev/daemon/atomicfile"
 	"stellar.dev/daemon/config"
 )
 
@@ -57,11 +58,7 @@ func writeCNIConf(cfg config.Config) error {
 	if err := os.MkdirAll(cfg.Network.CNIConfDir, 0o755); err != nil {
 		return fmt.Errorf("write cni configuration: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return fmt.Errorf("write cni configuration: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, data, 0o644); err != nil {
 		return fmt.Errorf("write cni configuration: %w", err)
 	}
 	return nil

@@ -20,6 +20,7 @@ import (
 	"stellar.dev/api/gossipapi"
 	"stellar.dev/api/proxyapi"
 	"stellar.dev/daemon"
+	"stellar.dev/daemon/atomicfile"
 	"stellar.dev/daemon/config"
 	"stellar.dev/daemon/httpapi"
 	"stellar.dev/stellar-proxyd/internal/acme"
@@ -510,12 +511,7 @@ func (s *service) saveCache() {
 		s.log.Warn("write route cache", "err", err)
 		return
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
-		s.log.Warn("write route cache", "err", err)
-		return
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := atomicfile.Write(p, raw, 0o600); err != nil {
 		s.log.Warn("write route cache", "err", err)
 	}
 }
