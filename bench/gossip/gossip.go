@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"stellar.dev/api/client"
 	"stellar.dev/bench/harness"
 	"stellar.dev/bench/plot"
 )
@@ -41,8 +41,8 @@ type node struct {
 	ip     string
 	dir    string
 	cmd    *exec.Cmd
-	hc     *http.Client // stellar-gossip's socket
-	stream *http.Client // the same, with no timeout, for watches
+	api    *client.Client // stellar-gossip's socket
+	stream *http.Client   // the same, with no timeout, for watches
 }
 
 // cluster is N processes in one network namespace.
@@ -105,28 +105,6 @@ func unixClient(sock string) *http.Client {
 	}}}
 }
 
-func call(hc *http.Client, method, path string, in, out any) error {
-	var body bytes.Buffer
-	if in != nil {
-		json.NewEncoder(&body).Encode(in)
-	}
-	req, _ := http.NewRequest(method, "http://gossip"+path, &body)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(b.String()))
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	return nil
-}
-
 // startStellar starts n stellar-gossip nodes and joins them by token.
 func startStellar(ctx context.Context, o harness.Options, n int, profile string) (*cluster, error) {
 	dir, err := os.MkdirTemp(o.WorkDir, "gossip-")
@@ -152,7 +130,7 @@ func startStellar(ctx context.Context, o harness.Options, n int, profile string)
 		if err := nd.cmd.Start(); err != nil {
 			return c, err
 		}
-		nd.hc = unixClient(filepath.Join(nd.dir, "run", "gossip.sock"))
+		nd.api = client.Unix("stellar-gossip", filepath.Join(nd.dir, "run", "gossip.sock")).WithTimeout(60 * time.Second)
 		nd.stream = unixClient(filepath.Join(nd.dir, "run", "gossip.sock"))
 		nd.stream.Timeout = 0
 		c.nodes = append(c.nodes, nd)
@@ -161,14 +139,14 @@ func startStellar(ctx context.Context, o harness.Options, n int, profile string)
 	// machine takes minutes, and a slow start is not what is measured.
 	startWithin := 30*time.Second + time.Duration(n)*time.Second
 	for _, nd := range c.nodes {
-		if err := pollEvery(ctx, startWithin, 200*time.Millisecond, func() bool { return call(nd.hc, "GET", "/v1/health", nil, nil) == nil }); err != nil {
+		if err := pollEvery(ctx, startWithin, 200*time.Millisecond, func() bool { return nd.api.Do(ctx, "GET", "/v1/health", nil, nil) == nil }); err != nil {
 			return c, fmt.Errorf("%s did not start", nd.name)
 		}
 	}
 	var tok struct {
 		Token string `json:"token"`
 	}
-	if err := call(c.nodes[0].hc, "POST", "/v1/cluster/tokens", map[string]any{"ttl": "1h"}, &tok); err != nil {
+	if err := c.nodes[0].api.Do(ctx, "POST", "/v1/cluster/tokens", map[string]any{"ttl": "1h"}, &tok); err != nil {
 		return c, err
 	}
 	// Nodes 1 and 2 join through node 0; the rest through nodes 0, 1 and
@@ -183,7 +161,7 @@ func startStellar(ctx context.Context, o harness.Options, n int, profile string)
 		// A join is retried: on a loaded machine one can time out.
 		var jerr error
 		for try := 0; try < 5; try++ {
-			if jerr = call(nd.hc, "POST", "/v1/cluster/join", map[string]string{"token": seed}, nil); jerr == nil {
+			if jerr = nd.api.Do(ctx, "POST", "/v1/cluster/join", map[string]string{"token": seed}, nil); jerr == nil {
 				break
 			}
 			time.Sleep(time.Second)
@@ -192,7 +170,7 @@ func startStellar(ctx context.Context, o harness.Options, n int, profile string)
 			var t2 struct {
 				Token string `json:"token"`
 			}
-			if err := call(nd.hc, "POST", "/v1/cluster/tokens", map[string]any{"ttl": "1h"}, &t2); err == nil {
+			if err := nd.api.Do(ctx, "POST", "/v1/cluster/tokens", map[string]any{"ttl": "1h"}, &t2); err == nil {
 				toks = append(toks, t2.Token)
 			}
 		}
@@ -276,7 +254,7 @@ func (c *cluster) count(nd *node, st string) int {
 		Name   string `json:"name"`
 		Status string `json:"status"`
 	}
-	if err := call(nd.hc, "GET", "/v1/members", nil, &ms); err != nil {
+	if err := nd.api.Do(context.Background(), "GET", "/v1/members", nil, &ms); err != nil {
 		return -1
 	}
 	k := 0
@@ -318,7 +296,7 @@ func (c *cluster) converge(ctx context.Context, i int) (time.Duration, error) {
 		bodies = append(bodies, resp.Body)
 	}
 	start := time.Now()
-	if err := call(c.nodes[0].hc, "PUT", "/v1/state/"+key, map[string]int{"i": i}, nil); err != nil {
+	if err := c.nodes[0].api.Do(ctx, "PUT", "/v1/state/"+key, map[string]int{"i": i}, nil); err != nil {
 		return 0, err
 	}
 	var wg sync.WaitGroup
@@ -418,7 +396,7 @@ func (c *cluster) status(nd *node, name string) string {
 		Name   string `json:"name"`
 		Status string `json:"status"`
 	}
-	if err := call(nd.hc, "GET", "/v1/members", nil, &ms); err != nil {
+	if err := nd.api.Do(context.Background(), "GET", "/v1/members", nil, &ms); err != nil {
 		return ""
 	}
 	for _, m := range ms {
