@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"stellar.dev/api/client"
 	"stellar.dev/bench/harness"
 	"stellar.dev/testimages"
 )
@@ -50,7 +51,7 @@ type proc struct {
 type node struct {
 	dir, ns, conf, bins string
 	procs               []proc
-	hc                  *http.Client
+	api                 *client.Client // stellar-appd's socket
 }
 
 func run(ctx context.Context, o harness.Options) (harness.Result, error) {
@@ -273,10 +274,7 @@ containerd = %q
 			return n, err
 		}
 	}
-	n.hc = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", filepath.Join(dir, "run", "appd.sock"))
-	}}}
+	n.api = client.Unix("stellar-appd", filepath.Join(dir, "run", "appd.sock")).WithTimeout(60 * time.Second)
 	return n, nil
 }
 
@@ -322,24 +320,11 @@ func (n *node) prepare(ctx context.Context, image string) error {
 }
 
 func (n *node) call(method, path string, body []byte, out any) error {
-	req, err := http.NewRequest(method, "http://appd"+path, bytes.NewReader(body))
-	if err != nil {
-		return err
+	var in any
+	if body != nil {
+		in = bytes.NewReader(body)
 	}
-	resp, err := n.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(b.String()))
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	return nil
+	return n.api.Do(context.Background(), method, path, in, out)
 }
 
 type appStatus struct {
