@@ -87,7 +87,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	if err != nil {
 		return res, err
 	}
-	stopBackend, err := start(ctx, harness.Pinned(serverCPU, backendBin, "--listen", backendAddr, "--text", "bench"), backendAddr)
+	stopBackend, err := start(ctx, harness.Pinned(serverCPU, backendBin, "--listen", backendAddr, "--text", "bench", "--quiet"), backendAddr)
 	if err != nil {
 		return res, fmt.Errorf("start backend: %w", err)
 	}
@@ -134,6 +134,12 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		}
 		defer stop()
 		addrs[i] = addr
+		// Every subject must answer with the backend's own body: a proxy
+		// that answers by itself (caddy gives an empty 200 to a host no
+		// site matches) would be measured doing nothing.
+		if err := checkProxied(ctx, addr); err != nil {
+			return res, fmt.Errorf("check %s: %w", sub.s.Name, err)
+		}
 		// Warm up the connection pools.
 		if _, _, err := measure(ctx, addr, time.Second); err != nil {
 			return res, fmt.Errorf("warm up %s: %w", sub.s.Name, err)
@@ -343,6 +349,29 @@ func startStellar(ctx context.Context, work, bin, backend, lean string) (string,
 	return addr, stop, err
 }
 
+// checkProxied sends one request as wrk does and checks that the answer is
+// the backend's: status 200 and a body ending in the backend's text line.
+func checkProxied(ctx context.Context, addr string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+	if err != nil {
+		return err
+	}
+	req.Host = host
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || !strings.HasSuffix(string(body), "\nbench\n") {
+		return fmt.Errorf("answer is not the backend's: %s %q", resp.Status, body)
+	}
+	return nil
+}
+
 func mustInt(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
@@ -400,7 +429,11 @@ func startCaddy(ctx context.Context, work, backend string) (string, func(), erro
 	if err != nil {
 		return "", nil, err
 	}
-	conf := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tstorage file_system %s\n}\nhttp://%s {\n\treverse_proxy %s\n}\n", dir, addr, backend)
+	// The site is the port alone, so it matches any Host: with an address
+	// here caddy answers wrk's "Host: bench.test" with an empty 200 of its
+	// own and never reaches the backend.
+	_, port, _ := net.SplitHostPort(addr)
+	conf := fmt.Sprintf("{\n\tadmin off\n\tauto_https off\n\tstorage file_system %s\n}\nhttp://:%s {\n\tbind 127.0.0.1\n\treverse_proxy %s\n}\n", dir, port, backend)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return "", nil, err

@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string) error {
 	fset := flag.NewFlagSet("httpd", flag.ContinueOnError)
 	listen := fset.String("listen", envOr("LISTEN", ":8080"), "address to listen on (env LISTEN)")
 	text := fset.String("text", envOr("TEXT", "hello from stellar httpd"), "line of text GET / answers with (env TEXT)")
+	quiet := fset.Bool("quiet", os.Getenv("QUIET") != "", "do not log each request (env QUIET); benchmarks use it so the backend's own logging is not measured")
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
@@ -88,7 +89,9 @@ func run(ctx context.Context, args []string) error {
 	log.Info("serving", "addr", ln.Addr().String(), "hostname", host)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			log.Info("request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			if !*quiet {
+				log.Info("request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+			}
 			mux.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
