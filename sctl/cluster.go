@@ -126,10 +126,6 @@ func clusterInfoCmd(g *globals) *cobra.Command {
 		Short: "Show this node: name, addresses, key counts, state revision, peers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var in struct {
 				Node       string            `json:"node"`
 				Version    string            `json:"version"`
@@ -145,7 +141,7 @@ func clusterInfoCmd(g *globals) *cobra.Command {
 				Peers      []string          `json:"peers"`
 				Tags       map[string]string `json:"tags"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodGet, "/v1/cluster/info", nil, &in); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodGet, "/v1/cluster/info", nil, &in); err != nil {
 				return err
 			}
 			if g.json {
@@ -178,11 +174,7 @@ func clusterLeaveCmd(g *globals) *cobra.Command {
 		Short: "Make this node leave the cluster for good (stopping the daemon does not)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/cluster/leave", nil, nil); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodPost, "/v1/cluster/leave", nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintln(g.out, "left the cluster")
@@ -197,15 +189,11 @@ func clusterRemoveCmd(g *globals) *cobra.Command {
 		Short: "Remove a dead node for good: its keys and subnet are freed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var res struct {
 				Removed string `json:"removed"`
 				Dropped int    `json:"keys_dropped"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/cluster/remove/"+args[0], nil, &res); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodPost, "/v1/cluster/remove/"+args[0], nil, &res); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "removed %s (%d keys dropped)\n", res.Removed, res.Dropped)
@@ -225,17 +213,13 @@ hash of the cluster CA. It never carries the gossip key: a joining node proves i
 holds the secret over the peer port and receives the keys there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var res struct {
 				Token   string    `json:"token"`
 				ID      string    `json:"id"`
 				Expires time.Time `json:"expires"`
 				Uses    int       `json:"uses"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/cluster/tokens", map[string]any{"ttl": ttl, "uses": uses}, &res); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodPost, "/v1/cluster/tokens", map[string]any{"ttl": ttl, "uses": uses}, &res); err != nil {
 				return err
 			}
 			if g.json {
@@ -256,10 +240,6 @@ func clusterTokensCmd(g *globals) *cobra.Command {
 		Short: "List the join tokens this node issued",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var ts []struct {
 				ID      string    `json:"id"`
 				Created time.Time `json:"created"`
@@ -268,7 +248,7 @@ func clusterTokensCmd(g *globals) *cobra.Command {
 				Used    int       `json:"used"`
 				Status  string    `json:"status"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodGet, "/v1/cluster/tokens", nil, &ts); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodGet, "/v1/cluster/tokens", nil, &ts); err != nil {
 				return err
 			}
 			if g.json {
@@ -290,11 +270,7 @@ func clusterTokensCmd(g *globals) *cobra.Command {
 		Short: "Revoke a join token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
-			if err := c.Do(cmd.Context(), http.MethodDelete, "/v1/cluster/tokens/"+args[0], nil, nil); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodDelete, "/v1/cluster/tokens/"+args[0], nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "revoked %s\n", args[0])
@@ -310,15 +286,11 @@ func clusterJoinCmd(g *globals) *cobra.Command {
 		Short: "Join this node to the cluster a token names",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var res struct {
 				Joined int    `json:"joined"`
 				Via    string `json:"via"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/cluster/join", map[string]string{"token": args[0]}, &res); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodPost, "/v1/cluster/join", map[string]string{"token": args[0]}, &res); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "joined the cluster via %s (%d members contacted)\n", res.Via, res.Joined)
@@ -381,12 +353,8 @@ then remove the old one. Every step reports each node's result.`,
 		Short: "List the keys and how many nodes hold each",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var r keysResult
-			if err := c.Do(cmd.Context(), http.MethodGet, "/v1/cluster/keys", nil, &r); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodGet, "/v1/cluster/keys", nil, &r); err != nil {
 				return err
 			}
 			return show(g, r)
@@ -407,16 +375,12 @@ then remove the old one. Every step reports each node's result.`,
 			Short: op.short,
 			Args:  args,
 			RunE: func(cmd *cobra.Command, a []string) error {
-				c, err := g.client("gossip")
-				if err != nil {
-					return err
-				}
 				key := ""
 				if len(a) == 1 {
 					key = a[0]
 				}
 				var r keysResult
-				if err := c.Do(cmd.Context(), http.MethodPost, "/v1/cluster/keys/"+op.name, map[string]string{"key": key}, &r); err != nil {
+				if err := g.call(cmd.Context(), "gossip", http.MethodPost, "/v1/cluster/keys/"+op.name, map[string]string{"key": key}, &r); err != nil {
 					return err
 				}
 				return show(g, r)
@@ -440,17 +404,13 @@ operator.crt, operator.key (0600) and ca.crt into --out (default ~/.config/stell
 where sctl --addr looks for them). Role admin may change things; role read may only read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var res struct {
 				Cert    string    `json:"cert"`
 				Key     string    `json:"key"`
 				CA      string    `json:"ca"`
 				Expires time.Time `json:"expires"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/cluster/certs", map[string]string{"name": name, "role": role, "ttl": ttl}, &res); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodPost, "/v1/cluster/certs", map[string]string{"name": name, "role": role, "ttl": ttl}, &res); err != nil {
 				return err
 			}
 			if out == "" {
@@ -486,15 +446,11 @@ func clusterBackupCmd(g *globals) *cobra.Command {
 		Short: "Write every cluster key as JSON to stdout (sctl cluster backup > FILE)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var raw json.RawMessage
-			if err := c.Do(cmd.Context(), http.MethodGet, "/v1/cluster/backup", nil, &raw); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodGet, "/v1/cluster/backup", nil, &raw); err != nil {
 				return err
 			}
-			_, err = g.out.Write(append(raw, '\n'))
+			_, err := g.out.Write(append(raw, '\n'))
 			return err
 		},
 	}
@@ -513,14 +469,10 @@ func clusterRestoreCmd(g *globals) *cobra.Command {
 			if !json.Valid(raw) {
 				return fmt.Errorf("read backup %s: not JSON", args[0])
 			}
-			c, err := g.client("gossip")
-			if err != nil {
-				return err
-			}
 			var res struct {
 				Restored int `json:"restored"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/cluster/restore", json.RawMessage(raw), &res); err != nil {
+			if err := g.call(cmd.Context(), "gossip", http.MethodPost, "/v1/cluster/restore", json.RawMessage(raw), &res); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "restored %d keys\n", res.Restored)

@@ -125,6 +125,16 @@ func (g *globals) client(daemon string) (*client.Client, error) {
 	return client.Unix(service, cfg.Socket(daemon)).WithTimeout(g.timeout), nil
 }
 
+// call sends one request to a daemon's API (the local socket, or the peer
+// port with --addr) and decodes the answer into out (nil: ignore it).
+func (g *globals) call(ctx context.Context, daemon, method, path string, body, out any) error {
+	c, err := g.client(daemon)
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, method, path, body, out)
+}
+
 // tlsConfig loads the operator certificate for --addr.
 func (g *globals) tlsConfig() (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(g.cert, g.key)
