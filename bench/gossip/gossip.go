@@ -473,6 +473,9 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			{Name: "idle", Unit: "kbit/s per node"},
 			{Name: "rss", Unit: "MiB per node"},
 		},
+		// The goals are about convergence and idle traffic, against serf
+		// at the same N (stellar-lan is the first Stellar row of a size).
+		Ratios: []string{"converge", "idle"},
 	}
 	version := harness.PackageVersion("serf")
 	curves := curves{}
@@ -486,7 +489,8 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			kinds = kinds[:2] // time: the edge profile's figure is its idle traffic, measured at 10 and 30
 		}
 		for _, kind := range kinds {
-			s := harness.Subject{Name: fmt.Sprintf("%s N=%d", kind, n), Kind: harness.KindStellar, Version: "this tree"}
+			// Rows are compared within their cluster size only.
+			s := harness.Subject{Name: fmt.Sprintf("%s N=%d", kind, n), Kind: harness.KindStellar, Version: "this tree", Group: fmt.Sprintf("N=%d", n)}
 			if kind == "serf" {
 				s.Name, s.Kind, s.Version = fmt.Sprintf("serf agent (Debian) N=%d", n), harness.KindPeer, version
 			}
@@ -571,6 +575,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		}
 	}
 	res.Notes = append(res.Notes,
+		"Stellar/subject divides the stellar-lan row of the same N by the subject's (medians).",
 		"Every cluster runs in its own network namespace on 127.0.1.x, gossip encrypted on both sides (serf -encrypt with a 32-byte key).",
 		fmt.Sprintf("idle: bytes sent on the namespace's lo over %s, starting %s (edge: 3x that) after every node listed every other alive, per node; rss: VmRSS per node at the end of the idle window.", idle, settle),
 		"converge: a PUT on node 0 until every node's watch (GET /v1/watch, opened before the write) delivered it (stellar-gossip), or `serf event` on node 0 until every agent's event handler ran (serf; the handler's file is polled every 20 ms, and the time includes starting the `serf event` client and each agent forking its handler).",

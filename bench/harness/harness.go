@@ -66,6 +66,9 @@ type Result struct {
 	// Charts are drawn as PNG beside the report by WritePlots: curves
 	// (a figure against cluster size) and distributions (latencies).
 	Charts []Chart
+	// Ratios names the metrics that get a Stellar/subject column each, in
+	// this order; empty means the first metric alone.
+	Ratios []string
 }
 
 // Chart is one picture a benchmark attaches to its result.
@@ -96,6 +99,10 @@ type Subject struct {
 	Name    string // "stellar-dnsd", "CoreDNS 1.12.1 (file plugin)"
 	Kind    string
 	Version string
+	// Group names the rows compared with each other ("N=10"): a subject's
+	// ratio divides the first Stellar subject of its own group by it.
+	// Subjects with no group are one group.
+	Group string
 	// Samples holds each metric's samples, by Metric.Name.
 	Samples map[string][]float64
 }
@@ -351,28 +358,34 @@ func Section(m Machine, o Outcome) string {
 }
 
 // Table renders one result as a Markdown table: a row per subject, a column
-// per metric, and the ratio of Stellar to each subject on the first metric.
+// per metric, and the ratio of Stellar to each subject on the first metric
+// (or on each of Result.Ratios), where Stellar is the first Stellar subject
+// of the subject's group.
 func Table(r Result) string {
 	var b strings.Builder
-	var stellar *Subject
+	ref := map[string]*Subject{} // group -> its first Stellar subject
 	for i := range r.Subjects {
-		if r.Subjects[i].Kind == KindStellar {
-			stellar = &r.Subjects[i]
-			break
+		s := &r.Subjects[i]
+		if _, ok := ref[s.Group]; !ok && s.Kind == KindStellar {
+			ref[s.Group] = s
 		}
+	}
+	ratios := r.Ratios
+	if len(ratios) == 0 && len(r.Metrics) > 0 {
+		ratios = []string{r.Metrics[0].Name}
 	}
 	b.WriteString("| subject | kind | version |")
 	for _, m := range r.Metrics {
 		fmt.Fprintf(&b, " %s (%s) |", m.Name, m.Unit)
 	}
-	if len(r.Metrics) > 0 {
-		fmt.Fprintf(&b, " Stellar/subject (%s) |", r.Metrics[0].Name)
+	for _, m := range ratios {
+		fmt.Fprintf(&b, " Stellar/subject (%s) |", m)
 	}
 	b.WriteString("\n|---|---|---|")
 	for range r.Metrics {
 		b.WriteString("---|")
 	}
-	if len(r.Metrics) > 0 {
+	for range ratios {
 		b.WriteString("---|")
 	}
 	b.WriteString("\n")
@@ -386,13 +399,13 @@ func Table(r Result) string {
 			}
 			fmt.Fprintf(&b, " %s [%s–%s] |", num(st.Median), num(st.Min), num(st.Max))
 		}
-		if len(r.Metrics) > 0 {
+		for _, m := range ratios {
 			ratio := "–"
-			if stellar != nil && s.Kind != KindStellar {
-				a := Summarise(stellar.Samples[r.Metrics[0].Name]).Median
-				c := Summarise(s.Samples[r.Metrics[0].Name]).Median
-				if c != 0 {
-					ratio = fmt.Sprintf("%.2f", a/c)
+			if st := ref[s.Group]; st != nil && s.Kind != KindStellar {
+				a := Summarise(st.Samples[m])
+				c := Summarise(s.Samples[m])
+				if a.N > 0 && c.N > 0 && c.Median != 0 {
+					ratio = fmt.Sprintf("%.2f", a.Median/c.Median)
 				}
 			}
 			fmt.Fprintf(&b, " %s |", ratio)
