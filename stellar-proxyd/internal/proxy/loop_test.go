@@ -218,17 +218,7 @@ func TestLoop_sameAnswersAsNetHTTP(t *testing.T) {
 // BenchmarkLoop_get is BenchmarkProxy_get through the h1 loop: for
 // allocations and profiles, not for throughput claims.
 func BenchmarkLoop_get(b *testing.B) {
-	bl, _ := net.Listen("tcp", "127.0.0.1:0")
-	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	go backend.Serve(bl)
-	defer backend.Close()
-	host, port, _ := net.SplitHostPort(bl.Addr().String())
-	tab, _ := route.Build([]gossipapi.Entry{
-		{Key: "apps/b", Value: []byte(`{"name":"b","services":[{"name":"web","endpoints":[{"host":"b.test","port":` + port + `}]}]}`)},
-		{Key: "nodes/n/instances/b/web/0", Value: []byte(`{"ip":"` + host + `"}`)},
-	}, route.DefaultDefaults(1e9))
-	p := New(DefaultConfig(), slog.New(slog.DiscardHandler), nil)
-	p.Update(tab, Extras{})
+	p := benchProxy(b)
 	loop := h1.New(h1.DefaultConfig(), p, func(c net.Conn) { c.Close() }, slog.New(slog.DiscardHandler))
 	pl, _ := net.Listen("tcp", "127.0.0.1:0")
 	go loop.Serve(pl)
