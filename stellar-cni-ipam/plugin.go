@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -13,10 +11,6 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-
-	"stellar.dev/api/client"
-	"stellar.dev/api/errdefs"
-	"stellar.dev/api/netapi"
 )
 
 // DefaultSocket is netd's socket when the configuration names none.
@@ -54,31 +48,68 @@ func parseConf(data []byte) (*NetConf, error) {
 	return &c, nil
 }
 
-func netd(c *NetConf) *netapi.Client {
-	return netapi.New(client.Unix("stellar-netd", c.IPAM.Socket).WithTimeout(callTimeout))
-}
+// The parts of stellar-netd's wire types (stellar.dev/api/netapi) that the
+// plugin sends and reads. They are declared here because package netapi
+// links net/http through its client; TestWire_matchesNetapi keeps their
+// JSON in step with netapi's.
+type (
+	allocateRequest struct {
+		ContainerID string `json:"container_id"`
+		IfName      string `json:"if_name"`
+		Netns       string `json:"netns,omitempty"`
+	}
+	releaseRequest struct {
+		ContainerID string `json:"container_id"`
+		IfName      string `json:"if_name,omitempty"`
+	}
+	checkRequest struct {
+		ContainerID string `json:"container_id"`
+		IfName      string `json:"if_name"`
+		Address     string `json:"address,omitempty"`
+	}
+	attachment struct {
+		ContainerID string `json:"container_id"`
+		IfName      string `json:"if_name"`
+	}
+	gcRequest struct {
+		Containers  []string     `json:"containers"`
+		Attachments []attachment `json:"attachments,omitempty"`
+	}
+	allocation struct {
+		Address string `json:"address"`
+		Gateway string `json:"gateway"`
+		DNS     string `json:"dns,omitempty"`
+	}
+	netdStatus struct {
+		ClaimStatus string `json:"claim_status"`
+		Reason      string `json:"reason,omitempty"`
+	}
+)
 
-func callCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), callTimeout)
+// statusClaimed is netapi.StatusClaimed.
+const statusClaimed = "claimed"
+
+func netd(c *NetConf) netdClient {
+	return netdClient{socket: c.IPAM.Socket, timeout: callTimeout}
 }
 
 // cniError turns a netd error into a CNI error with a code that tells the
 // runtime what to do.
 func cniError(what string, err error) error {
 	code := uint(types.ErrInternal)
-	switch {
-	case errors.Is(err, errdefs.ErrUnavailable):
+	switch codeOf(err) {
+	case codeUnavailable:
 		code = types.ErrTryAgainLater
-	case errors.Is(err, errdefs.ErrInvalidArgument):
+	case codeInvalidArgument:
 		code = types.ErrInvalidEnvironmentVariables
-	case errors.Is(err, errdefs.ErrNotFound), errors.Is(err, errdefs.ErrConflict):
+	case codeNotFound, codeConflict:
 		code = types.ErrInvalidNetworkConfig
 	}
 	return types.NewError(code, what, err.Error())
 }
 
 // resultOf builds the IPAM result of an allocation.
-func resultOf(a netapi.Allocation) (*types100.Result, error) {
+func resultOf(a allocation) (*types100.Result, error) {
 	ip, ipn, err := net.ParseCIDR(a.Address)
 	if err != nil {
 		return nil, types.NewError(types.ErrInternal, "stellar-netd answered a bad address", a.Address)
@@ -103,11 +134,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := callCtx()
-	defer cancel()
-	a, err := netd(c).Allocate(ctx, netapi.AllocateRequest{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns})
-	if err != nil {
-		return cniError("allocate an IP from stellar-netd", err)
+	var a allocation
+	req := allocateRequest{ContainerID: args.ContainerID, IfName: args.IfName, Netns: args.Netns}
+	if err := netd(c).call("POST", "/v1/ipam/allocate", req, &a); err != nil {
+		return cniError("allocate an IP from stellar-netd", fmt.Errorf("allocate ip for %s/%s: %w", req.ContainerID, req.IfName, err))
 	}
 	r, err := resultOf(a)
 	if err != nil {
@@ -121,10 +151,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := callCtx()
-	defer cancel()
-	if _, err := netd(c).Release(ctx, netapi.ReleaseRequest{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
-		return cniError("release the IP in stellar-netd", err)
+	req := releaseRequest{ContainerID: args.ContainerID, IfName: args.IfName}
+	if err := netd(c).call("POST", "/v1/ipam/release", req, nil); err != nil {
+		return cniError("release the IP in stellar-netd", fmt.Errorf("release ip of %s/%s: %w", req.ContainerID, req.IfName, err))
 	}
 	return nil
 }
@@ -134,7 +163,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	req := netapi.CheckRequest{ContainerID: args.ContainerID, IfName: args.IfName}
+	req := checkRequest{ContainerID: args.ContainerID, IfName: args.IfName}
 	if c.RawPrevResult != nil {
 		if err := version.ParsePrevResult(&c.PluginConf); err != nil {
 			return types.NewError(types.ErrDecodingFailure, "decode prevResult", err.Error())
@@ -150,10 +179,8 @@ func cmdCheck(args *skel.CmdArgs) error {
 			}
 		}
 	}
-	ctx, cancel := callCtx()
-	defer cancel()
-	if _, err := netd(c).Check(ctx, req); err != nil {
-		return cniError("check the IP in stellar-netd", err)
+	if err := netd(c).call("POST", "/v1/ipam/check", req, nil); err != nil {
+		return cniError("check the IP in stellar-netd", fmt.Errorf("check ip of %s/%s: %w", req.ContainerID, req.IfName, err))
 	}
 	return nil
 }
@@ -163,14 +190,12 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	req := netapi.GCRequest{Containers: []string{}}
+	req := gcRequest{Containers: []string{}}
 	for _, a := range c.ValidAttachments {
-		req.Attachments = append(req.Attachments, netapi.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+		req.Attachments = append(req.Attachments, attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	ctx, cancel := callCtx()
-	defer cancel()
-	if _, err := netd(c).GC(ctx, req); err != nil {
-		return cniError("collect unused IPs in stellar-netd", err)
+	if err := netd(c).call("POST", "/v1/ipam/gc", req, nil); err != nil {
+		return cniError("collect unused IPs in stellar-netd", fmt.Errorf("collect unused ips: %w", err))
 	}
 	return nil
 }
@@ -180,13 +205,11 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := callCtx()
-	defer cancel()
-	st, err := netd(c).Status(ctx)
-	if err != nil {
-		return types.NewError(types.ErrPluginNotAvailable, "stellar-netd is not available", err.Error())
+	var st netdStatus
+	if err := netd(c).call("GET", "/v1/status", nil, &st); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, "stellar-netd is not available", fmt.Sprintf("read network status: %v", err))
 	}
-	if st.ClaimStatus != netapi.StatusClaimed {
+	if st.ClaimStatus != statusClaimed {
 		return types.NewError(types.ErrPluginNotAvailable, "this node has no subnet yet", fmt.Sprint(st.Reason))
 	}
 	return nil

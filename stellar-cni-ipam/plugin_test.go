@@ -61,6 +61,22 @@ func TestDeps_onlyStdlibCNIAndAPI(t *testing.T) {
 	}
 }
 
+// TestDeps_noHTTPStack: the plugin is exec'd at every container start and
+// pays for what it links; net/http (with crypto/tls) doubled its size and
+// its start-up (README, IPAM performance in stellar-netd's).
+func TestDeps_noHTTPStack(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v: %s", err, out)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		switch p {
+		case "net/http", "crypto/tls", "stellar.dev/api/client", "stellar.dev/api/errdefs", "stellar.dev/api/netapi":
+			t.Errorf("stellar-cni-ipam links %s: it must call netd with its own small HTTP/1.1 request", p)
+		}
+	}
+}
+
 // build compiles the plugin into a temp dir.
 func build(t *testing.T) string {
 	t.Helper()
