@@ -90,6 +90,10 @@ func (s *service) startSerf() error {
 	// old one is declared dead (DeadNodeReclaimTime). Two hosts with one
 	// name cannot both join: a token join refuses a name already alive.
 	conf.EnableNameConflictResolution = false
+	// No network coordinates: serf would put its Vivaldi coordinate in
+	// every probe ack (about 130 bytes a second per node, a third of idle
+	// traffic), and nothing in Stellar reads round-trip estimates.
+	conf.DisableCoordinates = true
 	ch := make(chan serf.Event, 1024)
 	conf.EventCh = ch
 	s.mu.Lock()

@@ -200,10 +200,22 @@ type exchangeResp struct {
 	Records []store.Record `json:"records"`
 }
 
+// fullRoundEvery is how many intervals may pass with every peer's
+// published digest equal to this node's before a round is run anyway
+// (a safety net: the 32-bit tag could collide).
+const fullRoundEvery = 10
+
+// digestTag is the published form of a store digest: 8 hex digits.
+func digestTag(top uint64) string { return fmt.Sprintf("%08x", uint32(top)) }
+
 // antiEntropyLoop compares state with one random peer every interval, and
-// at once with a peer whose tag shows writes we lack.
+// at once with a peer whose tag shows writes we lack. Peers whose published
+// digest (tag dg) equals this node's are skipped: an idle, converged
+// cluster sends nothing over the peer port; every fullRoundEvery intervals
+// a round runs regardless.
 func (s *service) antiEntropyLoop(ctx context.Context) {
 	iv := s.antiEntropy()
+	lastRound := time.Now()
 	for {
 		// Jitter so that nodes do not sync in lockstep.
 		wait := iv/2 + time.Duration(rand.Int64N(int64(iv)))
@@ -214,16 +226,38 @@ func (s *service) antiEntropyLoop(ctx context.Context) {
 		case <-time.After(wait):
 		case target = <-s.syncNow:
 		}
+		mine := ""
+		if buckets, _, err := s.st.Digest(); err == nil {
+			mine = digestTag(topHash(buckets))
+		}
+		full := time.Since(lastRound) >= fullRoundEvery*iv
 		var peers []string
+		same := 0
 		for _, m := range s.members() {
 			if m.Name == s.cfg.Node.Name || m.Status != "alive" || m.PeerAPI == "" {
 				continue
 			}
-			if target == "" || m.Name == target {
-				peers = append(peers, m.PeerAPI)
+			if target != "" {
+				if m.Name == target {
+					peers = append(peers, m.PeerAPI)
+				}
+				continue
 			}
+			if !full && mine != "" && m.Tags[tagDigest] == mine {
+				same++
+				continue
+			}
+			peers = append(peers, m.PeerAPI)
 		}
 		if len(peers) == 0 {
+			if same > 0 {
+				// Every alive peer published the digest this node has:
+				// in sync, as a round would have found.
+				s.mSkip.Inc()
+				if err := s.st.SetMeta("last_sync", uint64(time.Now().Unix())); err != nil {
+					s.log.Warn("note an anti-entropy round", "err", err)
+				}
+			}
 			continue
 		}
 		p := peers[rand.IntN(len(peers))]
@@ -235,6 +269,7 @@ func (s *service) antiEntropyLoop(ctx context.Context) {
 			s.log.Debug("anti-entropy", "peer", p, "err", err)
 			continue
 		}
+		lastRound = time.Now()
 		s.mSync.Inc()
 	}
 }

@@ -36,8 +36,17 @@ const (
 	tagSubnet  = "sn" // container subnet (netd)
 	tagSeq     = "sq" // owner sequence of node-owned keys
 	tagKeys    = "kd" // short digest of the gossip keys held
+	tagDigest  = "dg" // 8 hex of the store's digest, once it is quiet
 	tagMinGap  = 3 * time.Second
 	protoState = "1"
+
+	// digestQuiet is how long the store must be unchanged before its
+	// digest is published: a busy node would otherwise broadcast a new tag
+	// every few seconds, and while it changes it syncs on its own anyway.
+	digestQuiet = 10 * time.Second
+	// digestEvery recomputes the digest with no new revision (dropped
+	// tombstones change it without one).
+	digestEvery = time.Minute
 )
 
 // service is stellar-gossip's work: the store, serf, replication and the
@@ -71,8 +80,8 @@ type service struct {
 	// the API answers 503.
 	up atomic.Bool
 
-	mPush, mPull, mSync, mSyncErr, mRef *metrics.Counter
-	mKeys                               *metrics.Gauge
+	mPush, mPull, mSync, mSyncErr, mRef, mSkip *metrics.Counter
+	mKeys                                      *metrics.Gauge
 }
 
 func newService(env *daemon.Env) *service {
@@ -90,6 +99,7 @@ func newService(env *daemon.Env) *service {
 	s.mPull = env.Metrics.Counter("stellar_gossip_pulled_records_total", "Records received from peers that changed the store.").With()
 	s.mSync = env.Metrics.Counter("stellar_gossip_antientropy_total", "Anti-entropy rounds completed.").With()
 	s.mRef = env.Metrics.Counter("stellar_gossip_pulled_by_reference_total", "Changes too large for a user event, pulled from their writer on a reference.").With()
+	s.mSkip = env.Metrics.Counter("stellar_gossip_antientropy_skipped_total", "Anti-entropy intervals with no round: every alive peer published this node's digest.").With()
 	s.mSyncErr = env.Metrics.Counter("stellar_gossip_antientropy_errors_total", "Anti-entropy rounds that failed.").With()
 	s.mKeys = env.Metrics.Gauge("stellar_gossip_keys", "Live keys in the local store.").With()
 	s.routes(env.Mux)
@@ -249,13 +259,31 @@ func (s *service) setTag(k, v string) error {
 func (s *service) tagLoop(ctx context.Context) {
 	t := time.NewTicker(tagMinGap)
 	defer t.Stop()
+	var (
+		rev       = s.st.Rev()
+		changed   = time.Now()
+		published = ^uint64(0) // the revision whose digest the tag holds
+		computed  time.Time
+	)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		if r := s.st.Rev(); r != rev {
+			rev, changed = r, time.Now()
+		}
+		var dg string
+		if time.Since(changed) >= digestQuiet && (published != rev || time.Since(computed) >= digestEvery) {
+			if buckets, _, err := s.st.Digest(); err == nil {
+				dg, published, computed = digestTag(topHash(buckets)), rev, time.Now()
+			}
+		}
 		s.mu.Lock()
+		if dg != "" {
+			s.tags[tagDigest] = dg
+		}
 		s.tags[tagKeys] = s.keyDigestLocked()
 		same := len(s.tags) == len(s.applied)
 		for k, v := range s.tags {
