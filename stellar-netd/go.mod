@@ -9,6 +9,7 @@ replace stellar.dev/api => ../api
 require (
 	github.com/containernetworking/cni v1.3.1
 	github.com/vishvananda/netlink v1.3.1
+	golang.org/x/sys v0.48.0
 	stellar.dev/daemon v0.0.0-00010101000000-000000000000
 )
 
@@ -20,7 +21,6 @@ require (
 	go.opentelemetry.io/otel v1.29.0 // indirect
 	go.opentelemetry.io/otel/trace v1.29.0 // indirect
 	golang.org/x/net v0.59.0 // indirect
-	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/tools v0.49.0 // indirect
 )
 

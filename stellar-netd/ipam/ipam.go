@@ -24,6 +24,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"stellar.dev/api/errdefs"
 )
 
@@ -49,6 +51,9 @@ type Allocator struct {
 	byKey  map[key]netip.Addr
 	last   netip.Addr
 	loaded bool
+	// noRename is set once the file system has refused
+	// renameat2(RENAME_NOREPLACE): allocations are linked from then on.
+	noRename bool
 	// Sync makes every allocation durable across a power loss (fsync of
 	// the directory before answering). Off by default: see the package
 	// documentation for why uniqueness does not need it.
@@ -220,7 +225,12 @@ func (a *Allocator) allocate(cid, ifname string, now time.Time) (Entry, bool, er
 	if err != nil {
 		return Entry{}, false, err
 	}
-	defer os.Remove(tmp)
+	published := false
+	defer func() {
+		if !published {
+			os.Remove(tmp)
+		}
+	}()
 	start := a.last
 	if !start.IsValid() || !a.block.Contains(start) {
 		start = a.gateway
@@ -231,7 +241,7 @@ func (a *Allocator) allocate(cid, ifname string, now time.Time) (Entry, bool, er
 		if _, taken := a.byIP[ip]; taken {
 			continue
 		}
-		err := os.Link(tmp, filepath.Join(a.dir, ip.String()))
+		err := a.publish(tmp, filepath.Join(a.dir, ip.String()))
 		if errors.Is(err, os.ErrExist) {
 			// On disk but not in memory: someone else's; skip it.
 			continue
@@ -239,6 +249,7 @@ func (a *Allocator) allocate(cid, ifname string, now time.Time) (Entry, bool, er
 		if err != nil {
 			return Entry{}, false, fmt.Errorf("record allocation of %s: %w", ip, err)
 		}
+		published = !a.noRename
 		e.IP = ip
 		a.byIP[ip] = e
 		a.byKey[key{cid, ifname}] = ip
@@ -246,6 +257,24 @@ func (a *Allocator) allocate(cid, ifname string, now time.Time) (Entry, bool, er
 		return e, true, nil
 	}
 	return Entry{}, false, errdefs.New(errdefs.ErrResourceExhausted, "subnet %s is full: no free container IP", a.block)
+}
+
+// publish gives the complete temporary file tmp the allocation's name,
+// failing (with an error matching os.ErrExist) when the name is taken:
+// renameat2(RENAME_NOREPLACE) moves it in one step; where the file system
+// lacks it, link(2), and the caller removes tmp.
+func (a *Allocator) publish(tmp, name string) error {
+	if !a.noRename {
+		err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, name, unix.RENAME_NOREPLACE)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
+			return &os.LinkError{Op: "rename", Old: tmp, New: name, Err: err}
+		}
+		a.noRename = true
+	}
+	return os.Link(tmp, name)
 }
 
 // next returns the IP after ip in the block's usable range, wrapping.
@@ -261,23 +290,36 @@ func (a *Allocator) next(ip netip.Addr) netip.Addr {
 	return n
 }
 
+// writeTemp writes e's contents to the temporary file .tmp-alloc (the
+// allocator holds a.mu, so one name is enough; one left by a kill -9 is
+// overwritten here and removed by Load).
 func (a *Allocator) writeTemp(e Entry) (string, error) {
-	f, err := os.CreateTemp(a.dir, ".tmp-")
-	if err != nil {
-		return "", fmt.Errorf("write allocation: %w", err)
-	}
 	// No fsync of the contents: after a power loss a name whose contents
 	// were lost still marks its IP as taken (Load), so no IP is handed out
 	// twice; GC frees it since no container has its owner's ID.
-	_, err = fmt.Fprintf(f, "v1\n%s\n%s\n%d\n", e.ContainerID, e.IfName, e.Created.UnixNano())
-	if cerr := f.Close(); err == nil {
+	tmp := filepath.Join(a.dir, ".tmp-alloc")
+	data := fmt.Appendf(nil, "v1\n%s\n%s\n%d\n", e.ContainerID, e.IfName, e.Created.UnixNano())
+	fd, err := unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("write allocation: open %s: %w", tmp, err)
+	}
+	for b := data; len(b) > 0 && err == nil; {
+		var n int
+		n, err = unix.Write(fd, b)
+		if err == unix.EINTR {
+			err = nil
+			continue
+		}
+		b = b[n:]
+	}
+	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(f.Name())
-		return "", fmt.Errorf("write allocation: %w", err)
+		os.Remove(tmp)
+		return "", fmt.Errorf("write allocation: %s: %w", tmp, err)
 	}
-	return f.Name(), nil
+	return tmp, nil
 }
 
 func (a *Allocator) syncDir() error {
@@ -312,7 +354,16 @@ func (a *Allocator) Release(cid, ifname string) ([]Entry, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []Entry
-	for k, ip := range a.byKey {
+	keys := a.byKey
+	if ifname != "" {
+		// One interface (every CNI DEL): no scan of every allocation.
+		ip, ok := a.byKey[key{cid, ifname}]
+		if !ok {
+			return nil, nil
+		}
+		keys = map[key]netip.Addr{{cid, ifname}: ip}
+	}
+	for k, ip := range keys {
 		if k.cid != cid || (ifname != "" && k.ifname != ifname) {
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,6 +96,58 @@ func TestAllocator_idempotentAllocateAndRelease(t *testing.T) {
 	}
 	if rel, err := a.Release("c1", "eth0"); err != nil || len(rel) != 0 {
 		t.Fatalf("release twice: %v %v", rel, err)
+	}
+}
+
+func TestAllocator_releaseOneInterfaceKeepsTheOthers(t *testing.T) {
+	a := newLoaded(t, "172.16.0.0/22")
+	e0, _ := a.Allocate("c1", "eth0", time.Now())
+	e1, _ := a.Allocate("c1", "eth1", time.Now())
+	if rel, err := a.Release("c1", "eth1"); err != nil || len(rel) != 1 || rel[0].IP != e1.IP {
+		t.Fatalf("release eth1: %v %v", rel, err)
+	}
+	if got, ok := a.Get("c1", "eth0"); !ok || got.IP != e0.IP {
+		t.Fatalf("eth0 after releasing eth1: %v %v, want %s", got, ok, e0.IP)
+	}
+	if _, err := os.Stat(filepath.Join(a.dir, e0.IP.String())); err != nil {
+		t.Fatalf("eth0's file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(a.dir, e1.IP.String())); !os.IsNotExist(err) {
+		t.Fatalf("eth1's file is still there: %v", err)
+	}
+}
+
+// TestAllocator_leftoverTempFileIsNoAllocation: a kill -9 while an
+// allocation was being written leaves the temporary file, half written;
+// the next allocation overwrites it, and only complete files are named
+// after an IP.
+func TestAllocator_leftoverTempFileIsNoAllocation(t *testing.T) {
+	dir := t.TempDir()
+	block := netip.MustParsePrefix("172.16.0.0/22")
+	if err := os.WriteFile(filepath.Join(dir, ".tmp-alloc"), []byte("v1\nhalf-writ"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := New(dir, block)
+	a.loaded = true // as if Load had not run yet: the file is still there
+	for i := range 3 {
+		e, err := a.Allocate(fmt.Sprint("c", i), "eth0", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.IP.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseEntry(data)
+		if err != nil || got.ContainerID != fmt.Sprint("c", i) || got.IfName != "eth0" {
+			t.Fatalf("file of %s: %+v %v (%q)", e.IP, got, err, data)
+		}
+	}
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		if strings.HasPrefix(de.Name(), ".tmp-") {
+			t.Fatalf("temporary file %s is left", de.Name())
+		}
 	}
 }
 
@@ -202,4 +255,23 @@ func FuzzParseEntry(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkAllocator_addDel is netd's share of a CNI ADD+DEL pair on disk:
+// one allocation and its release.
+func BenchmarkAllocator_addDel(b *testing.B) {
+	a := New(b.TempDir(), netip.MustParsePrefix("172.16.0.0/22"))
+	if err := a.Load(); err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	for i := 0; b.Loop(); i++ {
+		cid := fmt.Sprint("c", i)
+		if _, err := a.Allocate(cid, "eth0", now); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.Release(cid, "eth0"); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
