@@ -19,8 +19,11 @@ BENCH_DEPS := dnsperf wrk nginx-light caddy serf iperf3 dnsmasq-base podman hey
 
 .PHONY: build deps bench-deps apt-install test test-go test-fuzz test-units test-packages demo demo-down packages bench lint clean
 
+# grpcnotrace: grpc (stellar-appd's containerd client) then does not link
+# golang.org/x/net/trace, whose html/template keeps every exported method in
+# the binary (3.3 MB of stellar-appd; see stellar-appd/README.md, Memory).
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ $(addprefix stellar.dev/,$(BINARIES)) stellar.dev/lab/cmd/stellar-lab
+	$(GO) build -tags grpcnotrace -ldflags '$(LDFLAGS)' -o bin/ $(addprefix stellar.dev/,$(BINARIES)) stellar.dev/lab/cmd/stellar-lab
 
 # deps installs what is missing, and nothing when all is there. Services of
 # the installed packages are never started (policy-rc.d): Stellar's tests and

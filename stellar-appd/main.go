@@ -18,6 +18,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
+	tuneGC()
 	if logdriver.Is(args) {
 		// Started by containerd's shim as the binary log driver of a task.
 		return logdriver.Main(args)
