@@ -42,7 +42,8 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		Metrics: []harness.Metric{{Name: "pairs", Unit: "ADD+DEL/s", HigherIsBetter: true}},
 		Notes: []string{
 			fmt.Sprintf("%d workers, each running ADD then DEL of its own container IDs for %s per run; every call is a new plugin process (as a container runtime makes it).", workers, dur),
-			"Both keep a file per IP and neither fsyncs it: stellar-netd publishes each allocation with link(2), so a kill -9 never yields a duplicate (allocations need not outlive the kernel: a power loss kills their containers too).",
+			"Both keep a file per IP and neither fsyncs it: stellar-netd moves each complete allocation to its IP's name with renameat2(RENAME_NOREPLACE), so a kill -9 never yields a duplicate (allocations need not outlive the kernel: a power loss kills their containers too).",
+			"Both binaries are built as shipped (-trimpath, -ldflags \"-s -w\"); stellar-cni-ipam writes its HTTP/1.1 request to netd.sock itself (no net/http).",
 			"netd runs in a network namespace the benchmark makes, with its claim seeded as final so it serves at once.",
 		},
 	}

@@ -1,6 +1,8 @@
 // Package ipam allocates container IPs from one node's block, crash-safely:
 // each allocation is a file named after its IP, made complete in a
-// temporary file and published with link(2), which fails if the IP is taken.
+// temporary file and moved to its name with renameat2(RENAME_NOREPLACE)
+// (link(2) where the file system refuses it), which fails if the IP is
+// taken.
 // A kill -9 at any point leaves either no file or a whole one, so an IP is
 // never handed out twice.
 //
