@@ -77,10 +77,15 @@ func (s *service) startSerf() error {
 	conf.ReconnectTimeout = s.cfg.Gossip.ReconnectTimeout
 	conf.TombstoneTimeout = s.cfg.Gossip.ReconnectTimeout
 	conf.ReconnectInterval = 10 * time.Second
-	// serf sends its whole user-event buffer in every push/pull: a small
-	// buffer keeps idle traffic near plain serf's. An event older than the
-	// buffer is dropped by receivers; anti-entropy carries that change.
+	// serf sends its whole user-event buffer in every push/pull, for good:
+	// changes are pushed as queries, which serf does not keep, and only
+	// nodes of an earlier version still send user events; a small buffer
+	// keeps what they leave there small. An event older than the buffer is
+	// dropped by receivers; anti-entropy carries that change.
 	conf.EventBuffer = 16
+	// Changes are pushed as queries (see pushRecord): room for the largest
+	// payload with the query's header and a 63-byte node name.
+	conf.QuerySizeLimit = 1200
 	conf.CoalescePeriod = 0
 	conf.UserCoalescePeriod = 0
 	// No name conflict resolution: a node that comes back at a new address
@@ -120,7 +125,7 @@ func (s *service) startSerf() error {
 	return nil
 }
 
-// eventLoop handles serf's member and user events.
+// eventLoop handles serf's member events, queries and user events.
 func (s *service) eventLoop(ch <-chan serf.Event, done <-chan struct{}) {
 	for {
 		select {
@@ -132,6 +137,8 @@ func (s *service) eventLoop(ch <-chan serf.Event, done <-chan struct{}) {
 				s.onMembers(e)
 			case serf.UserEvent:
 				s.onUserEvent(e)
+			case *serf.Query:
+				s.onQuery(e)
 			}
 		}
 	}

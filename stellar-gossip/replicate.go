@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/serf/serf"
 
 	"stellar.dev/api/errdefs"
+	"stellar.dev/api/gossipapi"
 	"stellar.dev/stellar-gossip/store"
 )
 
@@ -27,7 +28,8 @@ const wireVersion = 1
 // gossips bigger ones, so larger changes go by reference.
 const maxEventPayload = 900
 
-// userEventName is the serf user event carrying state changes.
+// userEventName names the serf query (user event before) carrying state
+// changes.
 const userEventName = "st"
 
 // stateMsg is a pushed change: whole records, or a reference to pull.
@@ -68,8 +70,10 @@ func decodeStateMsg(raw []byte) (stateMsg, error) {
 	return m, nil
 }
 
-// pushRecord broadcasts one change as a serf user event, by reference
-// when it is too large to gossip.
+// pushRecord broadcasts one change as a serf query that asks for no ack
+// and no response (gossiped like a user event, but not kept: serf ships its
+// last user events in every push/pull for as long as no newer ones replace
+// them), by reference when it is too large to gossip.
 func (s *service) pushRecord(rec store.Record) {
 	s.mu.Lock()
 	sf := s.serf
@@ -78,7 +82,7 @@ func (s *service) pushRecord(rec store.Record) {
 		return
 	}
 	raw := eventPayload(s.cfg.Node.Name, rec)
-	if err := sf.UserEvent(userEventName, raw, false); err != nil {
+	if _, err := sf.Query(userEventName, raw, nil); err != nil {
 		s.log.Warn("broadcast state change (anti-entropy will carry it)", "key", rec.Key, "err", err)
 		return
 	}
@@ -96,14 +100,26 @@ func eventPayload(from string, rec store.Record) []byte {
 	return raw
 }
 
+// onUserEvent takes a change pushed as a user event (nodes of an earlier
+// version push that way).
 func (s *service) onUserEvent(e serf.UserEvent) {
-	if e.Name != userEventName {
+	s.onPush(e.Name, e.Payload)
+}
+
+// onQuery takes a change pushed as a serf query; nothing is answered.
+func (s *service) onQuery(q *serf.Query) {
+	s.onPush(q.Name, q.Payload)
+}
+
+// onPush applies a pushed change.
+func (s *service) onPush(name string, payload []byte) {
+	if name != userEventName {
 		return
 	}
 	if !s.cfg.Gossip.UserEvents {
 		return
 	}
-	m, err := decodeStateMsg(e.Payload)
+	m, err := decodeStateMsg(payload)
 	if err != nil {
 		s.log.Warn("refused a state message", "err", err)
 		return
@@ -208,6 +224,30 @@ const fullRoundEvery = 10
 // digestTag is the published form of a store digest: 8 hex digits.
 func digestTag(top uint64) string { return fmt.Sprintf("%08x", uint32(top)) }
 
+// syncCandidates returns the peer API addresses an anti-entropy round may
+// pick among the members, and how many alive peers were left out because
+// they publish mine (this node's digest tag). With a target, only that
+// member; with full, every alive peer.
+func syncCandidates(self, mine, target string, full bool, members []gossipapi.Member) (peers []string, same int) {
+	for _, m := range members {
+		if m.Name == self || m.Status != gossipapi.StatusAlive || m.PeerAPI == "" {
+			continue
+		}
+		if target != "" {
+			if m.Name == target {
+				peers = append(peers, m.PeerAPI)
+			}
+			continue
+		}
+		if !full && mine != "" && m.Tags[tagDigest] == mine {
+			same++
+			continue
+		}
+		peers = append(peers, m.PeerAPI)
+	}
+	return peers, same
+}
+
 // antiEntropyLoop compares state with one random peer every interval, and
 // at once with a peer whose tag shows writes we lack. Peers whose published
 // digest (tag dg) equals this node's are skipped: an idle, converged
@@ -231,24 +271,7 @@ func (s *service) antiEntropyLoop(ctx context.Context) {
 			mine = digestTag(topHash(buckets))
 		}
 		full := time.Since(lastRound) >= fullRoundEvery*iv
-		var peers []string
-		same := 0
-		for _, m := range s.members() {
-			if m.Name == s.cfg.Node.Name || m.Status != "alive" || m.PeerAPI == "" {
-				continue
-			}
-			if target != "" {
-				if m.Name == target {
-					peers = append(peers, m.PeerAPI)
-				}
-				continue
-			}
-			if !full && mine != "" && m.Tags[tagDigest] == mine {
-				same++
-				continue
-			}
-			peers = append(peers, m.PeerAPI)
-		}
+		peers, same := syncCandidates(s.cfg.Node.Name, mine, target, full, s.members())
 		if len(peers) == 0 {
 			if same > 0 {
 				// Every alive peer published the digest this node has:

@@ -95,10 +95,10 @@ func newService(env *daemon.Env) *service {
 
 		knownDirty: make(chan struct{}, 1),
 	}
-	s.mPush = env.Metrics.Counter("stellar_gossip_pushed_total", "State changes broadcast as user events.").With()
+	s.mPush = env.Metrics.Counter("stellar_gossip_pushed_total", "State changes broadcast (serf queries with no response).").With()
 	s.mPull = env.Metrics.Counter("stellar_gossip_pulled_records_total", "Records received from peers that changed the store.").With()
 	s.mSync = env.Metrics.Counter("stellar_gossip_antientropy_total", "Anti-entropy rounds completed.").With()
-	s.mRef = env.Metrics.Counter("stellar_gossip_pulled_by_reference_total", "Changes too large for a user event, pulled from their writer on a reference.").With()
+	s.mRef = env.Metrics.Counter("stellar_gossip_pulled_by_reference_total", "Changes too large to gossip, pulled from their writer on a reference.").With()
 	s.mSkip = env.Metrics.Counter("stellar_gossip_antientropy_skipped_total", "Anti-entropy intervals with no round: every alive peer published this node's digest.").With()
 	s.mSyncErr = env.Metrics.Counter("stellar_gossip_antientropy_errors_total", "Anti-entropy rounds that failed.").With()
 	s.mKeys = env.Metrics.Gauge("stellar_gossip_keys", "Live keys in the local store.").With()
