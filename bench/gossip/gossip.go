@@ -540,6 +540,17 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			// Rounds of an idle window and writes, then as many kills: the
 			// idle windows see no failure handling.
 			for r := 0; r < rounds; r++ {
+				if r > 0 {
+					// The last round's writes settle first (tags, pulls,
+					// anti-entropy of the changed digests): idle is the
+					// steady state of every round, not the writes' tail.
+					select {
+					case <-ctx.Done():
+						c.stop()
+						return res, ctx.Err()
+					case <-time.After(wait - time.Duration(max(n-30, 0))*time.Second/2):
+					}
+				}
 				b0, _ := c.loBytes()
 				select {
 				case <-ctx.Done():
@@ -588,7 +599,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	res.Notes = append(res.Notes,
 		"Stellar/subject divides the stellar-lan row of the same N by the subject's (medians).",
 		"Every cluster runs in its own network namespace on 127.0.1.x, gossip encrypted on both sides (serf -encrypt with a 32-byte key).",
-		fmt.Sprintf("idle: bytes sent on the namespace's lo over %s, starting %s (edge: 3x that; +0.5 s per node past 30) after every node listed every other alive, per node; rss: VmRSS per node at the end of the idle window.", idle, settle),
+		fmt.Sprintf("idle: bytes sent on the namespace's lo over %s, starting %s (edge: 3x that; +0.5 s per node past 30) after every node listed every other alive, and as long after the previous round's writes, per node; rss: VmRSS per node at the end of the idle window.", idle, settle),
 		"converge: a PUT on node 0 until every node's watch (GET /v1/watch, opened before the write) delivered it (stellar-gossip), or `serf event` on node 0 until every agent's event handler ran (serf; the handler's file is polled every 20 ms, and the time includes starting the `serf event` client and each agent forking its handler).",
 		"detect: kill -9 of the last node until node 0 lists it failed (serf: `serf members -status failed` through nsenter, a few ms per poll).",
 		fmt.Sprintf("Each cluster is started once per kind and size and measured in %d rounds (an idle window and %d writes each), then %d nodes are killed one after the other (one detection each): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report.", o.Runs, writes, o.Runs),
