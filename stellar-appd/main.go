@@ -21,6 +21,7 @@ func run(ctx context.Context, args []string) error {
 	tuneGC()
 	if logdriver.Is(args) {
 		// Started by containerd's shim as the binary log driver of a task.
+		releaseInitHeap()
 		return logdriver.Main(args)
 	}
 	return daemon.Run(ctx, spec(), args)
