@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -226,4 +227,33 @@ func waitFor(ctx context.Context, within time.Duration, f func() bool) error {
 		}
 	}
 	return nil
+}
+
+// logDriversOf returns the PIDs of the log drivers of the node whose state
+// directory is stateDir: stellar-appd processes started by the shims with
+// --stellar-log-driver and a --dir under stateDir.
+func logDriversOf(stateDir string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(raw), "\x00")
+		if !slices.Contains(args, "--stellar-log-driver") {
+			continue
+		}
+		for i, a := range args {
+			if a == "--dir" && i+1 < len(args) && strings.HasPrefix(args[i+1], stateDir+string(filepath.Separator)) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
 }

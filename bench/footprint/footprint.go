@@ -53,8 +53,9 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	}
 	ver := version(o.BinDir)
 	total := harness.Subject{Name: "Stellar node, 0 containers (five daemons)", Kind: harness.KindStellar, Version: ver}
-	loaded := harness.Subject{Name: fmt.Sprintf("Stellar node, %d containers (five daemons)", containers), Kind: harness.KindStellar, Version: ver}
-	loadedAll := harness.Subject{Name: fmt.Sprintf("Stellar node, %d containers (five daemons + containerd + shims)", containers), Kind: harness.KindStellar, Version: ver}
+	loaded := harness.Subject{Name: fmt.Sprintf("Stellar node, %d containers (five daemons + log drivers)", containers), Kind: harness.KindStellar, Version: ver}
+	loadedAll := harness.Subject{Name: fmt.Sprintf("Stellar node, %d containers (five daemons + log drivers + containerd + shims)", containers), Kind: harness.KindStellar, Version: ver}
+	drivers := harness.Subject{Name: fmt.Sprintf("stellar-appd log drivers, %d containers (one process per container)", containers), Kind: harness.KindStellar, Version: ver}
 	subs := map[string]*harness.Subject{}
 	for _, d := range daemons {
 		subs[d] = &harness.Subject{Name: "stellar-" + d + " (0 containers)", Kind: harness.KindStellar, Version: ver}
@@ -162,6 +163,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 				time.Sleep(settle)
 				delete(pids, "serf")
 				pids["shims"] = shimsOf(sock)
+				pids["logdrivers"] = logDriversOf(filepath.Join(dir, "state"))
 				m, err := measure(ctx, idle, pids)
 				if err != nil {
 					cleanContainers(sock, "stellar")
@@ -176,6 +178,9 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 						cpu += v.cpu
 					}
 				}
+				drivers.Add("rss", m["logdrivers"].rss)
+				drivers.Add("anon", m["logdrivers"].anon)
+				drivers.Add("cpu", m["logdrivers"].cpu)
 				loaded.Add("rss", rss)
 				loaded.Add("anon", anon)
 				loaded.Add("cpu", cpu)
@@ -203,14 +208,14 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 		}
 		os.RemoveAll(dir)
 	}
-	res.Subjects = append(res.Subjects, total, loaded, loadedAll)
+	res.Subjects = append(res.Subjects, total, loaded, loadedAll, drivers)
 	for _, d := range daemons {
 		res.Subjects = append(res.Subjects, *subs[d])
 	}
 	res.Subjects = append(res.Subjects, serf, ctrd, plain)
 	res.Notes = append(res.Notes,
 		fmt.Sprintf("Each run starts a fresh node (all five daemons, containerd, serf agent) in a private network namespace, waits %s, then measures CPU over %s of idle and RSS at its end (a minute after start: RSS grows in the first minute as the heaps reach their goals).", warm, idle),
-		fmt.Sprintf("Then stellar-appd runs %d containers (busybox `sleep`, network false, in the node's private namespace) through that real containerd; after %s the same window is measured again. The containers' own processes are not counted; containerd and its shims (one per container) are, in the last Stellar row.", containers, settle),
+		fmt.Sprintf("Then stellar-appd runs %d containers (busybox `sleep`, network false, in the node's private namespace) through that real containerd; after %s the same window is measured again. The containers' own processes are not counted; stellar-appd's log drivers (containerd's binary log driver: one stellar-appd process per container, under its shim) are; containerd and its shims (one per container) are, in the row that names them.", containers, settle),
 		fmt.Sprintf("Peer for the loaded node: a fresh containerd in its own private namespace running the same %d containers with `ctr run -d` (what an operator without an orchestrator has), containerd + shims counted.", containers),
 		"RSS is VmRSS from /proc (shared pages counted in every process, so totals overstate); anon is RssAnon, the memory the process allocated itself (heap, stacks), without the pages of its own binary that it maps from the page cache (most of a Go daemon's RSS is its binary: the larger the binary, the larger the RSS). CPU is utime+stime over the window. The ratio column compares the node with 0 containers.")
 	res.Notes = append(res.Notes, notes...)
