@@ -1,8 +1,9 @@
 package main
 
 import (
-	"os"
 	"runtime/debug"
+
+	"stellar.dev/daemon"
 )
 
 // gcPercent is stellar-appd's GOGC when the environment sets none. An idle
@@ -14,13 +15,8 @@ import (
 const gcPercent = 50
 
 // tuneGC sets the collector's target to gcPercent, unless the operator set
-// GOGC (or GOMEMLIMIT alongside it) in the environment, which wins.
-func tuneGC() {
-	if _, ok := os.LookupEnv("GOGC"); ok {
-		return
-	}
-	debug.SetGCPercent(gcPercent)
-}
+// GOGC in the environment, which wins.
+func tuneGC() { daemon.SetDefaultGCPercent(gcPercent) }
 
 // releaseInitHeap collects and hands back to the kernel the heap the package
 // initialisers left behind. The log driver runs once per container (20
