@@ -189,6 +189,14 @@ func unmountUnder(dir string) {
 
 // shimsOf returns the pids of the containerd shims serving containerd at sock.
 func shimsOf(sock string) []int {
+	return procsWhere(func(args []string) bool {
+		return strings.Contains(filepath.Base(args[0]), "containerd-shim") && flagIs(args, "-address", func(v string) bool { return v == sock })
+	})
+}
+
+// procsWhere returns the pids of the processes whose command line (never
+// empty) match accepts.
+func procsWhere(match func(args []string) bool) []int {
 	ents, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range ents {
@@ -197,21 +205,24 @@ func shimsOf(sock string) []int {
 			continue
 		}
 		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
+		if err != nil || len(raw) == 0 {
 			continue
 		}
-		args := strings.Split(string(raw), "\x00")
-		if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
-			continue
-		}
-		for i, a := range args {
-			if a == "-address" && i+1 < len(args) && args[i+1] == sock {
-				pids = append(pids, pid)
-				break
-			}
+		if match(strings.Split(string(raw), "\x00")) {
+			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// flagIs reports whether args has flag followed by a value ok accepts.
+func flagIs(args []string, flag string, ok func(string) bool) bool {
+	for i, a := range args {
+		if a == flag && i+1 < len(args) && ok(args[i+1]) {
+			return true
+		}
+	}
+	return false
 }
 
 func waitFor(ctx context.Context, within time.Duration, f func() bool) error {
@@ -233,27 +244,9 @@ func waitFor(ctx context.Context, within time.Duration, f func() bool) error {
 // directory is stateDir: stellar-appd processes started by the shims with
 // --stellar-log-driver and a --dir under stateDir.
 func logDriversOf(stateDir string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(raw), "\x00")
-		if !slices.Contains(args, "--stellar-log-driver") {
-			continue
-		}
-		for i, a := range args {
-			if a == "--dir" && i+1 < len(args) && strings.HasPrefix(args[i+1], stateDir+string(filepath.Separator)) {
-				pids = append(pids, pid)
-				break
-			}
-		}
-	}
-	return pids
+	return procsWhere(func(args []string) bool {
+		return slices.Contains(args, "--stellar-log-driver") && flagIs(args, "--dir", func(v string) bool {
+			return strings.HasPrefix(v, stateDir+string(filepath.Separator))
+		})
+	})
 }
