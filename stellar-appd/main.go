@@ -18,7 +18,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	tuneGC()
+	daemon.SetDefaultGCPercent(gcPercent)
 	if logdriver.Is(args) {
 		// Started by containerd's shim as the binary log driver of a task.
 		releaseInitHeap()

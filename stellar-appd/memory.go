@@ -1,10 +1,6 @@
 package main
 
-import (
-	"runtime/debug"
-
-	"stellar.dev/daemon"
-)
+import "runtime/debug"
 
 // gcPercent is stellar-appd's GOGC when the environment sets none. An idle
 // node's appd keeps about 1.5 MB of live heap; Go's default (100) lets the heap
@@ -13,10 +9,6 @@ import (
 // one every 10 s when idle, each well under a millisecond). See README.md,
 // Memory.
 const gcPercent = 50
-
-// tuneGC sets the collector's target to gcPercent, unless the operator set
-// GOGC in the environment, which wins.
-func tuneGC() { daemon.SetDefaultGCPercent(gcPercent) }
 
 // releaseInitHeap collects and hands back to the kernel the heap the package
 // initialisers left behind. The log driver runs once per container (20
