@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -231,7 +230,7 @@ func measure(ctx context.Context, idle time.Duration, groups map[string][]int) (
 	before := map[string]float64{}
 	for name, ps := range groups {
 		for _, pid := range ps {
-			before[name] += cpuSeconds(pid)
+			before[name] += harness.CPUSeconds(pid)
 		}
 	}
 	select {
@@ -243,9 +242,9 @@ func measure(ctx context.Context, idle time.Duration, groups map[string][]int) (
 	for name, ps := range groups {
 		var s sample
 		for _, pid := range ps {
-			s.rss += statusMiB(pid, "VmRSS:")
-			s.anon += statusMiB(pid, "RssAnon:")
-			s.cpu += cpuSeconds(pid)
+			s.rss += harness.StatusMiB(pid, "VmRSS:")
+			s.anon += harness.StatusMiB(pid, "RssAnon:")
+			s.cpu += harness.CPUSeconds(pid)
 		}
 		s.cpu = (s.cpu - before[name]) / idle.Seconds() * 100
 		out[name] = s
@@ -434,42 +433,4 @@ func stopAll(ps []proc) {
 			<-done
 		}
 	}
-}
-
-// statusMiB reads a kB field ("VmRSS:", "RssAnon:") of pid's status.
-func statusMiB(pid int, field string) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, field) {
-			f := strings.Fields(l)
-			if len(f) >= 2 {
-				kb, _ := strconv.ParseFloat(f[1], 64)
-				return kb / 1024
-			}
-		}
-	}
-	return 0
-}
-
-// cpuSeconds reads utime+stime of pid.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndex(s, ")")
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
 }

@@ -422,6 +422,25 @@ func poll(ctx context.Context, within time.Duration, f func() bool) error {
 	return pollEvery(ctx, within, 20*time.Millisecond, f)
 }
 
+// sleep waits for d, or returns ctx's error.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// cpuSeconds is the CPU time of every node so far.
+func (c *cluster) cpuSeconds() float64 {
+	var t float64
+	for _, nd := range c.nodes {
+		t += harness.CPUSeconds(pidOf(nd))
+	}
+	return t
+}
+
 func pollEvery(ctx context.Context, within, every time.Duration, f func() bool) error {
 	deadline := time.Now().Add(within)
 	for !f() {
@@ -437,23 +456,6 @@ func pollEvery(ctx context.Context, within, every time.Duration, f func() bool) 
 	return nil
 }
 
-func rssMiB(pid int) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseFloat(f[0], 64)
-				return kb / 1024
-			}
-		}
-	}
-	return 0
-}
-
 // pidOf returns the pid of the measured program (nsenter execs it, so it
 // is nsenter's own pid).
 func pidOf(nd *node) int { return nd.cmd.Process.Pid }
@@ -461,7 +463,7 @@ func pidOf(nd *node) int { return nd.cmd.Process.Pid }
 func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	sizes := []int{3, 10, 30, 100}
 	idle, settle := 30*time.Second, 30*time.Second
-	writes := 5
+	writes := 20 // per round
 	if o.Short {
 		sizes, idle, settle, writes = []int{3}, 2*time.Second, 2*time.Second, 1
 	}
@@ -482,6 +484,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			{Name: "converge", Unit: "ms"},
 			{Name: "detect", Unit: "s"},
 			{Name: "idle", Unit: "kbit/s per node"},
+			{Name: "cpu", Unit: "ms/s per node"},
 			{Name: "rss", Unit: "MiB per node"},
 		},
 		// The goals are about convergence and idle traffic, against serf
@@ -490,6 +493,10 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	}
 	version := harness.PackageVersion("serf")
 	curves := curves{}
+	// stopped is why the run ended early (ctx done): the sizes measured
+	// before it are still reported.
+	var stopped error
+sizes:
 	for _, n := range sizes {
 		rounds := o.Runs
 		kinds := []string{"stellar-lan", "serf", "stellar-edge"}
@@ -500,6 +507,10 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			kinds = kinds[:2] // time: the edge profile's figure is its idle traffic, measured at 10 and 30
 		}
 		for _, kind := range kinds {
+			if ctx.Err() != nil {
+				stopped = ctx.Err()
+				break sizes
+			}
 			// Rows are compared within their cluster size only.
 			s := harness.Subject{Name: fmt.Sprintf("%s N=%d", kind, n), Kind: harness.KindStellar, Version: "this tree", Group: fmt.Sprintf("N=%d", n)}
 			if kind == "serf" {
@@ -531,48 +542,56 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			if kind == "stellar-edge" {
 				wait = 3 * settle
 			}
-			select {
-			case <-ctx.Done():
+			if err := sleep(ctx, wait); err != nil {
 				c.stop()
-				return res, ctx.Err()
-			case <-time.After(wait):
+				stopped = err
+				break sizes
 			}
-			// Rounds of an idle window and writes, then as many kills: the
-			// idle windows see no failure handling.
+			// First the idle windows, back to back: nothing is written
+			// before the last, so each sees the steady state and none
+			// waits for the tail of writes (digest tags, anti-entropy).
 			for r := 0; r < rounds; r++ {
-				if r > 0 {
-					// The last round's writes settle first (tags, pulls,
-					// anti-entropy of the changed digests): idle is the
-					// steady state of every round, not the writes' tail.
-					select {
-					case <-ctx.Done():
-						c.stop()
-						return res, ctx.Err()
-					case <-time.After(wait - time.Duration(max(n-30, 0))*time.Second/2):
-					}
-				}
 				b0, _ := c.loBytes()
-				select {
-				case <-ctx.Done():
+				cpu0 := c.cpuSeconds()
+				if err := sleep(ctx, idle); err != nil {
 					c.stop()
-					return res, ctx.Err()
-				case <-time.After(idle):
+					stopped = err
+					break sizes
 				}
 				b1, _ := c.loBytes()
 				s.Add("idle", float64(b1-b0)*8/1000/idle.Seconds()/float64(n))
+				s.Add("cpu", (c.cpuSeconds()-cpu0)*1000/idle.Seconds()/float64(n))
 				var rss float64
 				for _, nd := range c.nodes {
-					rss += rssMiB(pidOf(nd))
+					rss += harness.StatusMiB(pidOf(nd), "VmRSS:")
 				}
 				s.Add("rss", rss/float64(n))
-				for i := 0; i < writes; i++ {
+			}
+			// Then the writes, one after the other: convergence is a
+			// spread over random gossip targets, so it takes many samples
+			// for a stable median.
+			w := writes
+			if kind == "stellar-edge" {
+				w = min(writes, 5) // each takes seconds; its figure is idle traffic
+			}
+			for r := 0; r < rounds; r++ {
+				var round []float64
+				for i := 0; i < w; i++ {
 					d, err := c.converge(ctx, r*100+i)
+					if ctx.Err() != nil {
+						break
+					}
 					if err != nil {
 						o.Log.Warn("write not converged", "kind", kind, "n", n, "err", err)
 						res.Notes = append(res.Notes, fmt.Sprintf("%s N=%d: a write did not reach every node: %v.", kind, n, err))
 						continue
 					}
-					s.Add("converge", float64(d.Microseconds())/1000)
+					ms := float64(d.Microseconds()) / 1000
+					s.Add("converge", ms)
+					round = append(round, ms)
+				}
+				if st := harness.Summarise(round); st.N > 0 {
+					o.Log.Info("gossip writes", "subject", s.Name, "round", r, "median_ms", st.Median, "min_ms", st.Min, "max_ms", st.Max)
 				}
 			}
 			for r := 0; r < rounds && len(c.nodes) > 2; r++ {
@@ -586,7 +605,7 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 			c.stop()
 			os.RemoveAll(c.dir)
 			if len(s.Samples) > 0 {
-				for _, m := range []string{"converge", "detect", "idle", "rss"} {
+				for _, m := range []string{"converge", "detect", "idle", "cpu", "rss"} {
 					if v := s.Samples[m]; len(v) > 0 {
 						o.Log.Info("gossip figure", "subject", s.Name, "metric", m, "median", harness.Summarise(v).Median)
 					}
@@ -599,15 +618,15 @@ func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	res.Notes = append(res.Notes,
 		"Stellar/subject divides the stellar-lan row of the same N by the subject's (medians).",
 		"Every cluster runs in its own network namespace on 127.0.1.x, gossip encrypted on both sides (serf -encrypt with a 32-byte key).",
-		fmt.Sprintf("idle: bytes sent on the namespace's lo over %s, starting %s (edge: 3x that; +0.5 s per node past 30) after every node listed every other alive, and as long after the previous round's writes, per node; rss: VmRSS per node at the end of the idle window.", idle, settle),
+		fmt.Sprintf("idle: bytes sent on the namespace's lo over a %s window, per node; cpu: user+system CPU time of every node over the same window, per node and second of wall time; rss: VmRSS per node at the end of the window. The first window starts %s (edge: 3x that; +0.5 s per node past 30) after every node listed every other alive; the windows follow each other, before any write.", idle, settle),
 		"converge: a PUT on node 0 until every node's watch (GET /v1/watch, opened before the write) delivered it (stellar-gossip), or `serf event` on node 0 until every agent's event handler ran (serf; the handler's file is polled every 20 ms, and the time includes starting the `serf event` client and each agent forking its handler).",
 		"detect: kill -9 of the last node until node 0 lists it failed (serf: `serf members -status failed` through nsenter, a few ms per poll).",
-		fmt.Sprintf("Each cluster is started once per kind and size and measured in %d rounds (an idle window and %d writes each), then %d nodes are killed one after the other (one detection each): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report.", o.Runs, writes, o.Runs),
+		fmt.Sprintf("Each cluster is started once per kind and size, then measured: %d idle windows, then %d rounds of %d writes (edge: %d) one after the other, then %d nodes killed one after the other (one detection each; N=3 has one, as two nodes are left): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report. A write spreads to 3 random members per gossip interval, so one write's time varies by whole intervals: the median of many writes is stable, that of a few is not.", o.Runs, o.Runs, writes, min(writes, 5), o.Runs),
 		"stellar-edge does not run at N=100 (its figure is idle traffic per node).",
 		"Start deadlines grow with N (health: 30 s + 1 s per node; all alive everywhere: 2 min + 2 s per node, + 4 s per node past 30; a suspect member counts as alive, as `serf members` lists it); both join through three seeds (stellar-gossip: tokens of nodes 0, 1 and 2 in turn; serf: -join of up to three earlier agents). detect waits for the killed node itself to be listed failed.",
 		"converge and detect against N are plotted (medians); the CDF shows every write's convergence at the largest N.")
 	res.Charts = curves.charts(sizes[len(sizes)-1])
-	return res, nil
+	return res, stopped
 }
 
 // curves collects each kind's medians against N for the charts.

@@ -321,7 +321,12 @@ func Section(m Machine, o Outcome) string {
 	fmt.Fprintf(&b, "%s%s -->\n## %s\n\n", sectionMarker, o.Bench.Name, o.Bench.Title)
 	if o.Err != nil {
 		fmt.Fprintf(&b, "**Did not complete:** %v\n\n", o.Err)
-	} else {
+		if len(o.Result.Subjects) > 0 {
+			// What was measured before it stopped is still worth keeping.
+			b.WriteString("Measured before it stopped:\n\n")
+		}
+	}
+	if o.Err == nil || len(o.Result.Subjects) > 0 {
 		r := o.Result
 		if r.Goal != "" {
 			fmt.Fprintf(&b, "Goal: %s\n\n", r.Goal)

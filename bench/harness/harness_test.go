@@ -1,10 +1,12 @@
 package harness
 
 import (
+	"context"
 	"flag"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -53,6 +55,42 @@ func TestTable_ratiosWithinGroups(t *testing.T) {
 			}
 			if got != string(want) {
 				t.Fatalf("table differs from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+func TestSection_interruptedKeepsMeasuredRows(t *testing.T) {
+	m := Machine{Cores: 2, Stellar: "0.1.0", Command: "stellar-bench -only gossip"}
+	when := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		outcome Outcome
+	}{
+		{"partial", Outcome{
+			Bench: Benchmark{Name: "gossip", Title: "Gossip"},
+			Result: Result{Metrics: []Metric{{Name: "converge", Unit: "ms"}}, Notes: []string{"a note"}, Subjects: []Subject{
+				subject("stellar-lan N=3", KindStellar, "N=3", map[string][]float64{"converge": {100}}),
+				subject("serf N=3", KindPeer, "N=3", map[string][]float64{"converge": {200}}),
+			}},
+			Err: context.Canceled, Took: time.Minute, When: when,
+		}},
+		{"nothing", Outcome{Bench: Benchmark{Name: "gossip", Title: "Gossip"}, Err: context.Canceled, Took: time.Second, When: when}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Section(m, tc.outcome)
+			golden := filepath.Join("testdata", "section-"+tc.name+".md")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("read golden file (go test -update writes it): %v", err)
+			}
+			if got != string(want) {
+				t.Fatalf("section differs from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
 			}
 		})
 	}
