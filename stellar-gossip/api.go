@@ -36,7 +36,7 @@ func (s *service) routes(mux *http.ServeMux) {
 }
 
 func (s *service) handleMembers(w http.ResponseWriter, r *http.Request) error {
-	httpapi.WriteJSON(w, http.StatusOK, s.members())
+	httpapi.WriteJSON(w, http.StatusOK, s.decoratedMembers())
 	return nil
 }
 

@@ -174,7 +174,9 @@ func (s *service) forget(node string) {
 	}
 }
 
-// knownLoop saves the known list after changes (at most every 2 s) and
+// knownLoop saves the known list after changes (at most every 10 s: in a
+// large cluster members change often, and each save rewrites every
+// member's tags and syncs the file) and
 // every 5 minutes (so that "last seen alive" stays fresh for members with
 // no events), and reaps known members never seen since the restart once
 // their reconnect timeout has passed, as serf reaps a failed member.
@@ -191,7 +193,7 @@ func (s *service) knownLoop(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(2 * time.Second):
+			case <-time.After(10 * time.Second):
 			}
 		case <-tick.C:
 			s.reapUnseen(time.Now())

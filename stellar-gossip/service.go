@@ -316,8 +316,9 @@ func copyMap(m map[string]string) map[string]string {
 	return c
 }
 
-// members lists the cluster as this node sees it, with labels and facts
-// from the node-owned keys.
+// members lists the cluster as this node sees it, without labels and
+// facts (decoratedMembers adds them): reading them from the store is the
+// costly part, and only the API shows them.
 func (s *service) members() []gossipapi.Member {
 	s.mu.Lock()
 	sf := s.serf
@@ -341,10 +342,17 @@ func (s *service) members() []gossipapi.Member {
 			out = append(out, k.asMember())
 		}
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// decoratedMembers is members with the labels and facts each member
+// published under its node-owned keys.
+func (s *service) decoratedMembers() []gossipapi.Member {
+	out := s.members()
 	for i := range out {
 		s.decorate(&out[i])
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 

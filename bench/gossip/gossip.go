@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -505,6 +506,16 @@ sizes:
 		}
 		if n >= 100 {
 			kinds = kinds[:2] // time: the edge profile's figure is its idle traffic, measured at 10 and 30
+		}
+		if v := os.Getenv("STELLAR_BENCH_GOSSIP_KINDS"); v != "" {
+			// A subset for a quick look, e.g. "stellar-lan".
+			var keep []string
+			for _, k := range kinds {
+				if slices.Contains(strings.Split(v, ","), k) {
+					keep = append(keep, k)
+				}
+			}
+			kinds = keep
 		}
 		for _, kind := range kinds {
 			if ctx.Err() != nil {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -153,6 +154,24 @@ type Store struct {
 	oldest  uint64 // oldest revision kept in the log
 	changed chan struct{}
 	failed  map[string]bool
+	// gen counts changes to the kv bucket; digest is Digest's result at
+	// gen, nil when a change came after it. Member events and
+	// anti-entropy ask for the digest far more often than keys change,
+	// and computing it decodes every record.
+	gen    uint64
+	digest *digestCache
+}
+
+type digestCache struct {
+	buckets [Buckets]uint64
+	seqs    map[string]uint64
+}
+
+// kvChanged drops the cached digest; callers hold s.mu and are about to
+// change the kv bucket.
+func (s *Store) kvChanged() {
+	s.gen++
+	s.digest = nil
 }
 
 // Open opens (creating) the store at path for node self.
@@ -371,6 +390,7 @@ func (s *Store) local(key string, value json.RawMessage, del bool, ifMatch strin
 		return Record{}, errdefs.New(errdefs.ErrPermissionDenied, "key %s belongs to node %s: only it writes under nodes/%s/", key, o, o)
 	}
 	s.mu.Lock()
+	s.kvChanged()
 	defer s.mu.Unlock()
 	var out Record
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -476,6 +496,7 @@ func (s *Store) notify() {
 // newer than the stored one. It returns the records that changed the store.
 func (s *Store) Merge(recs []Record) ([]Record, error) {
 	s.mu.Lock()
+	s.kvChanged()
 	defer s.mu.Unlock()
 	var won []Record
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -612,6 +633,7 @@ func (s *Store) DropOwner(owner string) (int, error) {
 		return 0, errdefs.New(errdefs.ErrInvalidArgument, "this node's own keys cannot be dropped")
 	}
 	s.mu.Lock()
+	s.kvChanged()
 	defer s.mu.Unlock()
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -663,6 +685,7 @@ func (s *Store) Removed(owner string) bool {
 func (s *Store) GC(keep time.Duration) (int, error) {
 	limit := s.opt.Now().Add(-keep).Unix()
 	s.mu.Lock()
+	s.kvChanged()
 	defer s.mu.Unlock()
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -697,6 +720,7 @@ func (s *Store) GC(keep time.Duration) (int, error) {
 // resyncs them in full, so a delete it missed never comes back.
 func (s *Store) DropClusterKeys() (int, error) {
 	s.mu.Lock()
+	s.kvChanged()
 	defer s.mu.Unlock()
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -768,12 +792,31 @@ func BucketOf(key string) int {
 // Digest returns one hash per bucket over every key's version, and the
 // highest owner sequence seen per owner.
 func (s *Store) Digest() ([Buckets]uint64, map[string]uint64, error) {
-	var d [Buckets]uint64
-	seqs := map[string]uint64{}
+	s.mu.Lock()
+	gen, c := s.gen, s.digest
+	s.mu.Unlock()
+	if c != nil {
+		return c.buckets, maps.Clone(c.seqs), nil
+	}
 	recs, err := s.All()
 	if err != nil {
-		return d, nil, err
+		return [Buckets]uint64{}, nil, err
 	}
+	d, seqs := digestOf(recs)
+	s.mu.Lock()
+	if s.gen == gen {
+		// Nothing changed while it was computed: keep it.
+		s.digest = &digestCache{buckets: d, seqs: maps.Clone(seqs)}
+	}
+	s.mu.Unlock()
+	return d, seqs, nil
+}
+
+// digestOf computes the digest of recs: per bucket, the XOR of a hash of
+// each key's version; per owner, the highest sequence.
+func digestOf(recs []Record) ([Buckets]uint64, map[string]uint64) {
+	var d [Buckets]uint64
+	seqs := map[string]uint64{}
 	for _, r := range recs {
 		h := fnv.New64a()
 		fmt.Fprintf(h, "%s\x00%d\x00%s\x00%t", r.Key, r.HLC, r.Node, r.Deleted)
@@ -782,7 +825,7 @@ func (s *Store) Digest() ([Buckets]uint64, map[string]uint64, error) {
 			seqs[o] = r.Seq
 		}
 	}
-	return d, seqs, nil
+	return d, seqs
 }
 
 // Summaries returns the versions of every key in the given buckets.

@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
@@ -147,5 +148,56 @@ func TestHLC_monotonic(t *testing.T) {
 	c.Observe(a + 100)
 	if b := c.Now(); b <= a+100 {
 		t.Fatalf("clock did not pass an observed time: %d <= %d", b, a+100)
+	}
+}
+
+// TestStore_digestFollowsEveryChange checks that the digest, which is
+// cached between changes, always equals one computed from the records.
+func TestStore_digestFollowsEveryChange(t *testing.T) {
+	now := time.Now()
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"), "a", Options{History: 5, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := open(t, "b")
+	rb, _ := b.Put("nodes/b/facts", json.RawMessage(`{"cpus":2}`), "")
+	dc, _ := b.Put("apps/gone", json.RawMessage(`1`), "")
+	dc, _ = b.Delete("apps/gone", dc.Version())
+	for _, step := range []struct {
+		name string
+		do   func() error
+	}{
+		{"put", func() error { _, err := s.Put("apps/web", json.RawMessage(`1`), ""); return err }},
+		{"put again", func() error { _, err := s.Put("apps/web", json.RawMessage(`2`), ""); return err }},
+		{"own key", func() error { _, err := s.Put("nodes/a/facts", json.RawMessage(`{}`), ""); return err }},
+		{"merge a peer's key", func() error { _, err := s.Merge([]Record{rb.Wire()}); return err }},
+		{"merge a tombstone never seen", func() error { _, err := s.Merge([]Record{dc.Wire()}); return err }},
+		{"delete", func() error { _, err := s.Delete("apps/web", ""); return err }},
+		{"flag the owner failed", func() error { return s.SetFailed("b", true) }},
+		{"drop the owner", func() error { _, err := s.DropOwner("b"); return err }},
+		{"gc tombstones", func() error { now = now.Add(time.Hour); _, err := s.GC(time.Minute); return err }},
+		{"drop cluster keys", func() error { _, err := s.DropClusterKeys(); return err }},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			if _, _, err := s.Digest(); err != nil { // fills the cache
+				t.Fatal(err)
+			}
+			if err := step.do(); err != nil {
+				t.Fatal(err)
+			}
+			got, gotSeqs, err := s.Digest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs, err := s.All()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, wantSeqs := digestOf(recs)
+			if got != want || !maps.Equal(gotSeqs, wantSeqs) {
+				t.Fatalf("digest after %s is stale: got %v %v, want %v %v", step.name, got, gotSeqs, want, wantSeqs)
+			}
+		})
 	}
 }
