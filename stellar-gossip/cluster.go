@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/serf/serf"
 
 	"stellar.dev/api/gossipapi"
+	"stellar.dev/daemon"
 )
 
 // startSerf creates the embedded serf member: encrypted with the keyring,
@@ -135,12 +136,28 @@ func (s *service) eventLoop(ch <-chan serf.Event, done <-chan struct{}) {
 			switch e := ev.(type) {
 			case serf.MemberEvent:
 				s.onMembers(e)
+				s.sizeGC()
 			case serf.UserEvent:
 				s.onUserEvent(e)
 			case *serf.Query:
 				s.onQuery(e)
 			}
 		}
+	}
+}
+
+// sizeGC sets GOGC for the cluster's size (see gcPercent).
+func (s *service) sizeGC() {
+	s.mu.Lock()
+	sf := s.serf
+	s.mu.Unlock()
+	if sf == nil {
+		return
+	}
+	if p := gcPercent(sf.NumNodes()); p != s.gcPercent {
+		s.gcPercent = p
+		daemon.SetDefaultGCPercent(p)
+		s.log.Debug("garbage collection target set for the cluster's size", "members", sf.NumNodes(), "gogc", p)
 	}
 }
 

@@ -75,6 +75,8 @@ type service struct {
 	// members serf has not seen since this start are listed as failed.
 	known      map[string]knownMember
 	knownDirty chan struct{}
+	// gcPercent is the GOGC set for the cluster's size (eventLoop only).
+	gcPercent int
 
 	// up is set once the store, the keys and serf are ready; until then
 	// the API answers 503.

@@ -179,8 +179,34 @@ func startStellar(ctx context.Context, o harness.Options, n int, profile string)
 			return c, fmt.Errorf("%s join: %w", nd.name, jerr)
 		}
 	}
-	err = c.allAlive(ctx, n)
+	if err := c.allAlive(ctx, n); err != nil {
+		return c, err
+	}
+	// Idle means converged: every node's facts and labels replicated to
+	// every other. Until then pulls and anti-entropy rounds run, and at
+	// N=100 on 2 cores that tail outlasts the settle time.
+	err = pollEvery(ctx, allAliveWithin(n), 2*time.Second, func() bool { return c.sameDigest(c.nodes[0], n) })
+	if err != nil {
+		err = fmt.Errorf("state did not converge: %w", err)
+	}
 	return c, err
+}
+
+// sameDigest reports whether nd lists n members that all publish one
+// state digest (tag dg, published once a node's state is quiet).
+func (c *cluster) sameDigest(nd *node, n int) bool {
+	var ms []struct {
+		Tags map[string]string `json:"tags"`
+	}
+	if err := nd.api.Do(context.Background(), "GET", "/v1/members", nil, &ms); err != nil || len(ms) != n {
+		return false
+	}
+	for _, m := range ms {
+		if m.Tags["dg"] == "" || m.Tags["dg"] != ms[0].Tags["dg"] {
+			return false
+		}
+	}
+	return true
 }
 
 // allAlive waits until every node lists n alive members; the deadline
@@ -634,7 +660,7 @@ sizes:
 		"detect: kill -9 of the last node until node 0 lists it failed (serf: `serf members -status failed` through nsenter, a few ms per poll).",
 		fmt.Sprintf("Each cluster is started once per kind and size, then measured: %d idle windows, then %d rounds of %d writes (edge: %d) one after the other, then %d nodes killed one after the other (one detection each; N=3 has one, as two nodes are left): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report. A write spreads to 3 random members per gossip interval, so one write's time varies by whole intervals: the median of many writes is stable, that of a few is not.", o.Runs, o.Runs, writes, min(writes, 5), o.Runs),
 		"stellar-edge does not run at N=100 (its figure is idle traffic per node).",
-		"Start deadlines grow with N (health: 30 s + 1 s per node; all alive everywhere: 2 min + 2 s per node, + 4 s per node past 30; a suspect member counts as alive, as `serf members` lists it); both join through three seeds (stellar-gossip: tokens of nodes 0, 1 and 2 in turn; serf: -join of up to three earlier agents). detect waits for the killed node itself to be listed failed.",
+		"Start deadlines grow with N (health: 30 s + 1 s per node; all alive everywhere: 2 min + 2 s per node, + 4 s per node past 30; a suspect member counts as alive, as `serf members` lists it); both join through three seeds (stellar-gossip: tokens of nodes 0, 1 and 2 in turn; serf: -join of up to three earlier agents). detect waits for the killed node itself to be listed failed. A stellar-gossip cluster also waits until every member publishes the same state digest (tag dg): its nodes' facts and labels have replicated everywhere.",
 		"converge and detect against N are plotted (medians); the CDF shows every write's convergence at the largest N.")
 	res.Charts = curves.charts(sizes[len(sizes)-1])
 	return res, stopped
