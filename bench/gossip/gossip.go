@@ -8,10 +8,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -248,7 +249,7 @@ func startSerf(ctx context.Context, o harness.Options, n int) (*cluster, error) 
 		return nil, err
 	}
 	key := make([]byte, 32)
-	rand.Read(key)
+	crand.Read(key)
 	for i := 0; i < n; i++ {
 		nd := &node{name: fmt.Sprintf("s%02d", i), ip: fmt.Sprintf("127.0.1.%d", i+1), dir: filepath.Join(dir, strconv.Itoa(i))}
 		os.MkdirAll(nd.dir, 0o755)
@@ -614,6 +615,15 @@ sizes:
 			for r := 0; r < rounds; r++ {
 				var round []float64
 				for i := 0; i < w; i++ {
+					// A write made the moment the last one arrived starts at
+					// the same point of every node's gossip interval each
+					// time, and its time is then set by the tickers' phases
+					// (fixed for the cluster's life), not by the spread: a
+					// random pause of up to 1 s (5 lan intervals, 1 edge
+					// interval) first makes each write start anywhere.
+					if err := sleep(ctx, time.Duration(rand.Int64N(int64(time.Second)))); err != nil {
+						break
+					}
 					d, err := c.converge(ctx, r*100+i)
 					if ctx.Err() != nil {
 						break
@@ -656,7 +666,7 @@ sizes:
 		"Stellar/subject divides the stellar-lan row of the same N by the subject's (medians).",
 		"Every cluster runs in its own network namespace on 127.0.1.x, gossip encrypted on both sides (serf -encrypt with a 32-byte key).",
 		fmt.Sprintf("idle: bytes sent on the namespace's lo over a %s window, per node; cpu: user+system CPU time of every node over the same window, per node and second of wall time; rss: VmRSS per node at the end of the window. The first window starts %s (edge: 3x that; +0.5 s per node past 30) after every node listed every other alive; the windows follow each other, before any write.", idle, settle),
-		"converge: a PUT on node 0 until every node's watch (GET /v1/watch, opened before the write) delivered it (stellar-gossip), or `serf event` on node 0 until every agent's event handler ran (serf; the handler's file is polled every 20 ms, and the time includes starting the `serf event` client and each agent forking its handler).",
+		"converge: after a random pause of up to 1 s (so that writes start at any point of the gossip interval, not just after the last write arrived), a PUT on node 0 until every node's watch (GET /v1/watch, opened before the write) delivered it (stellar-gossip), or `serf event` on node 0 until every agent's event handler ran (serf; the handler's file is polled every 20 ms, and the time includes starting the `serf event` client and each agent forking its handler).",
 		"detect: kill -9 of the last node until node 0 lists it failed (serf: `serf members -status failed` through nsenter, a few ms per poll).",
 		fmt.Sprintf("Each cluster is started once per kind and size, then measured: %d idle windows, then %d rounds of %d writes (edge: %d) one after the other, then %d nodes killed one after the other (one detection each; N=3 has one, as two nodes are left): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report. A write spreads to 3 random members per gossip interval, so one write's time varies by whole intervals: the median of many writes is stable, that of a few is not.", o.Runs, o.Runs, writes, min(writes, 5), o.Runs),
 		"stellar-edge does not run at N=100 (its figure is idle traffic per node).",
