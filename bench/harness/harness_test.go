@@ -42,20 +42,7 @@ func TestTable_ratiosWithinGroups(t *testing.T) {
 		}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Table(tc.result)
-			golden := filepath.Join("testdata", "table-"+tc.name+".md")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden file (go test -update writes it): %v", err)
-			}
-			if got != string(want) {
-				t.Fatalf("table differs from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
-			}
+			checkGolden(t, "table-"+tc.name+".md", Table(tc.result))
 		})
 	}
 }
@@ -78,20 +65,25 @@ func TestSection_interruptedKeepsMeasuredRows(t *testing.T) {
 		{"nothing", Outcome{Bench: Benchmark{Name: "gossip", Title: "Gossip"}, Err: context.Canceled, Took: time.Second, When: when}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Section(m, tc.outcome)
-			golden := filepath.Join("testdata", "section-"+tc.name+".md")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden file (go test -update writes it): %v", err)
-			}
-			if got != string(want) {
-				t.Fatalf("section differs from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
-			}
+			checkGolden(t, "section-"+tc.name+".md", Section(m, tc.outcome))
 		})
+	}
+}
+
+// checkGolden compares got with testdata/name; go test -update rewrites it.
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	golden := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("read golden file (go test -update writes it): %v", err)
+	}
+	if got != string(want) {
+		t.Fatalf("output differs from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
 	}
 }
