@@ -253,7 +253,9 @@ func startSerf(ctx context.Context, o harness.Options, n int) (*cluster, error) 
 	for i := 0; i < n; i++ {
 		nd := &node{name: fmt.Sprintf("s%02d", i), ip: fmt.Sprintf("127.0.1.%d", i+1), dir: filepath.Join(dir, strconv.Itoa(i))}
 		os.MkdirAll(nd.dir, 0o755)
-		handler := fmt.Sprintf("user:bench=read p; touch %s/seen-$SERF_SELF_NAME-$p", dir)
+		// The handler stamps the moment it ran (ns since the epoch): the
+		// arrival time is then exact, not rounded up to a poll.
+		handler := fmt.Sprintf("user:bench=read p; date +%%s%%N > %s/seen-$SERF_SELF_NAME-$p", dir)
 		args := []string{"--net=" + c.ns(), "--", "serf", "agent", "-node", nd.name, "-bind", nd.ip + ":7946", "-rpc-addr", nd.ip + ":7373",
 			"-encrypt", base64.StdEncoding.EncodeToString(key), "-event-handler", handler, "-log-level", "warn"}
 		// Join through up to three seeds, as stellar-gossip's token join
@@ -370,37 +372,35 @@ func (c *cluster) converge(ctx context.Context, i int) (time.Duration, error) {
 	return last, ferr
 }
 
-// convergeSerf sends a user event from node 0 and returns when every
-// agent's event handler ran.
+// convergeSerf sends a user event from node 0 and returns when the last
+// agent's event handler ran, by the time the handler stamped.
 func (c *cluster) convergeSerf(ctx context.Context, i int) (time.Duration, error) {
 	start := time.Now()
 	if err := exec.Command("nsenter", "--net="+c.ns(), "--", "serf", "event", "-coalesce=false", "-rpc-addr", c.nodes[0].ip+":7373", "bench", strconv.Itoa(i)).Run(); err != nil {
 		return 0, fmt.Errorf("serf event: %w", err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
 	var last time.Duration
-	var ferr error
 	for _, nd := range c.nodes {
-		wg.Add(1)
-		go func(nd *node) {
-			defer wg.Done()
-			err := poll(ctx, 60*time.Second, func() bool {
-				_, err := os.Stat(filepath.Join(c.dir, fmt.Sprintf("seen-%s-%d", nd.name, i)))
-				return err == nil
-			})
-			mu.Lock()
-			defer mu.Unlock()
+		var at int64
+		// Files are polled one node after the other: the stamps, not the
+		// polls, give the times.
+		err := poll(ctx, 60*time.Second, func() bool {
+			b, err := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("seen-%s-%d", nd.name, i)))
 			if err != nil {
-				ferr = fmt.Errorf("%s never saw event %d", nd.name, i)
+				return false
 			}
-			if d := time.Since(start); d > last {
-				last = d
-			}
-		}(nd)
+			// Empty until the handler's date has written it.
+			at, err = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			return err == nil && at > 0
+		})
+		if err != nil {
+			return 0, fmt.Errorf("%s never saw event %d", nd.name, i)
+		}
+		if d := time.Unix(0, at).Sub(start); d > last {
+			last = d
+		}
 	}
-	wg.Wait()
-	return last, ferr
+	return last, nil
 }
 
 // detect kills the last node and returns when node 0 sees it failed
@@ -488,12 +488,84 @@ func pollEvery(ctx context.Context, within, every time.Duration, f func() bool) 
 // is nsenter's own pid).
 func pidOf(nd *node) int { return nd.cmd.Process.Pid }
 
+// pairedConverge measures convergence at size n in fresh pairs of
+// clusters, a stellar-lan one and a serf one side by side, with writes
+// interleaved: each node's gossip ticker has a phase fixed for the
+// process's life, so one cluster of each kind lets a lucky or unlucky set
+// of phases decide the ratio; several pairs, measured under the same
+// machine load, do not. It returns each kind's samples (ms).
+func pairedConverge(ctx context.Context, o harness.Options, n, pairs, writes int, settle time.Duration) (map[string][]float64, error) {
+	out := map[string][]float64{}
+	for p := 0; p < pairs; p++ {
+		lan, err := startStellar(ctx, o, n, "lan")
+		if err != nil {
+			if lan != nil {
+				lan.stop()
+			}
+			return out, fmt.Errorf("stellar-lan pair %d did not form: %w", p, err)
+		}
+		serf, err := startSerf(ctx, o, n)
+		if err != nil {
+			lan.stop()
+			if serf != nil {
+				serf.stop()
+			}
+			return out, fmt.Errorf("serf pair %d did not form: %w", p, err)
+		}
+		err = sleep(ctx, settle)
+		pair := map[string][]float64{}
+		for i := 0; i < writes && err == nil; i++ {
+			// Alternate which kind writes first.
+			order := []*cluster{lan, serf}
+			if i%2 == 1 {
+				order = []*cluster{serf, lan}
+			}
+			for _, c := range order {
+				// A random pause of up to 1 s first, so each write starts
+				// at any point of the gossip interval (see run).
+				if err = sleep(ctx, time.Duration(rand.Int64N(int64(time.Second)))); err != nil {
+					break
+				}
+				d, werr := c.converge(ctx, 1000*p+i)
+				if werr != nil {
+					if ctx.Err() != nil {
+						err = ctx.Err()
+						break
+					}
+					o.Log.Warn("write not converged", "kind", c.kind, "n", n, "pair", p, "err", werr)
+					continue
+				}
+				pair[c.kind] = append(pair[c.kind], float64(d.Microseconds())/1000)
+			}
+		}
+		for _, c := range []*cluster{lan, serf} {
+			c.stop()
+			os.RemoveAll(c.dir)
+			if v := pair[c.kind]; len(v) > 0 {
+				st := harness.Summarise(v)
+				o.Log.Info("gossip pair", "kind", c.kind, "n", n, "pair", p, "writes", st.N, "median_ms", st.Median)
+				out[c.kind] = append(out[c.kind], v...)
+			}
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
 func run(ctx context.Context, o harness.Options) (harness.Result, error) {
 	sizes := []int{3, 10, 30, 100}
 	idle, settle := 30*time.Second, 30*time.Second
 	writes := 20 // per round
+	// Convergence up to pairedUpTo nodes comes from pairs of fresh
+	// clusters (pairedConverge), pairWrites writes per kind in each; past
+	// it, two large clusters side by side would overload the machine, and
+	// the one cluster per kind is written to instead.
+	pairs, pairWrites, pairedUpTo := 3, 34, 30
 	if o.Short {
 		sizes, idle, settle, writes = []int{3}, 2*time.Second, 2*time.Second, 1
+		pairs, pairWrites = 1, 1
 	}
 	if v := os.Getenv("STELLAR_BENCH_GOSSIP_SIZES"); v != "" {
 		// A subset for a quick look, e.g. "3" or "3,30".
@@ -543,6 +615,21 @@ sizes:
 				}
 			}
 			kinds = keep
+		}
+		var paired map[string][]float64
+		if n <= pairedUpTo && slices.Contains(kinds, "stellar-lan") && slices.Contains(kinds, "serf") {
+			o.Log.Info("gossip bench", "kinds", "stellar-lan,serf", "n", n, "pairs", pairs)
+			var err error
+			paired, err = pairedConverge(ctx, o, n, pairs, pairWrites, settle)
+			if ctx.Err() != nil {
+				stopped = ctx.Err()
+				break sizes
+			}
+			if err != nil {
+				// The pairs measured before the failure still count.
+				o.Log.Warn("cluster pair", "n", n, "err", err)
+				res.Notes = append(res.Notes, fmt.Sprintf("N=%d: %v.", n, err))
+			}
 		}
 		for _, kind := range kinds {
 			if ctx.Err() != nil {
@@ -612,6 +699,12 @@ sizes:
 			if kind == "stellar-edge" {
 				w = min(writes, 5) // each takes seconds; its figure is idle traffic
 			}
+			if v, ok := paired[kind]; ok {
+				for _, ms := range v {
+					s.Add("converge", ms)
+				}
+				w = 0
+			}
 			for r := 0; r < rounds; r++ {
 				var round []float64
 				for i := 0; i < w; i++ {
@@ -666,9 +759,10 @@ sizes:
 		"Stellar/subject divides the stellar-lan row of the same N by the subject's (medians).",
 		"Every cluster runs in its own network namespace on 127.0.1.x, gossip encrypted on both sides (serf -encrypt with a 32-byte key).",
 		fmt.Sprintf("idle: bytes sent on the namespace's lo over a %s window, per node; cpu: user+system CPU time of every node over the same window, per node and second of wall time; rss: VmRSS per node at the end of the window. The first window starts %s (edge: 3x that; +0.5 s per node past 30) after every node listed every other alive; the windows follow each other, before any write.", idle, settle),
-		"converge: after a random pause of up to 1 s (so that writes start at any point of the gossip interval, not just after the last write arrived), a PUT on node 0 until every node's watch (GET /v1/watch, opened before the write) delivered it (stellar-gossip), or `serf event` on node 0 until every agent's event handler ran (serf; the handler's file is polled every 20 ms, and the time includes starting the `serf event` client and each agent forking its handler).",
+		"converge: after a random pause of up to 1 s (so that writes start at any point of the gossip interval, not just after the last write arrived), a PUT on node 0 until every node's watch (GET /v1/watch, opened before the write) delivered it (stellar-gossip), or `serf event` on node 0 until the last agent's event handler ran, by the time the handler stamped (`date +%s%N`; the time includes starting the `serf event` client and each agent forking its handler).",
+		fmt.Sprintf("converge up to N=%d: %d pairs of fresh clusters per size, a stellar-lan and a serf one side by side (each in its own namespace), %d writes per kind in each pair, the kinds' writes interleaved. Each node gossips on its own ticker, its phase fixed for the process's life, so one cluster per kind lets a lucky or unlucky set of phases decide the ratio; pairs side by side also share the machine's load. Past N=%d, and for stellar-edge, the writes go to the one measured cluster (two 100-node clusters would overload 2 cores).", pairedUpTo, pairs, pairWrites, pairedUpTo),
 		"detect: kill -9 of the last node until node 0 lists it failed (serf: `serf members -status failed` through nsenter, a few ms per poll).",
-		fmt.Sprintf("Each cluster is started once per kind and size, then measured: %d idle windows, then %d rounds of %d writes (edge: %d) one after the other, then %d nodes killed one after the other (one detection each; N=3 has one, as two nodes are left): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report. A write spreads to 3 random members per gossip interval, so one write's time varies by whole intervals: the median of many writes is stable, that of a few is not.", o.Runs, o.Runs, writes, min(writes, 5), o.Runs),
+		fmt.Sprintf("The measured cluster is started once per kind and size: %d idle windows, then (past N=%d, and edge) %d rounds of %d writes (edge: %d) one after the other, then %d nodes killed one after the other (one detection each; N=3 has one, as two nodes are left): at least 5 samples of every figure without 5 cluster starts, which at N=100 on 2 cores would take longer than the rest of the report. A write spreads to 3 random members per gossip interval, so one write's time varies by whole intervals: the median of many writes is stable, that of a few is not.", o.Runs, pairedUpTo, o.Runs, writes, min(writes, 5), o.Runs),
 		"stellar-edge does not run at N=100 (its figure is idle traffic per node).",
 		"Start deadlines grow with N (health: 30 s + 1 s per node; all alive everywhere: 2 min + 2 s per node, + 4 s per node past 30; a suspect member counts as alive, as `serf members` lists it); both join through three seeds (stellar-gossip: tokens of nodes 0, 1 and 2 in turn; serf: -join of up to three earlier agents). detect waits for the killed node itself to be listed failed. A stellar-gossip cluster also waits until every member publishes the same state digest (tag dg): its nodes' facts and labels have replicated everywhere.",
 		"converge and detect against N are plotted (medians); the CDF shows every write's convergence at the largest N.")
