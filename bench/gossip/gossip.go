@@ -488,70 +488,96 @@ func pollEvery(ctx context.Context, within, every time.Duration, f func() bool) 
 // is nsenter's own pid).
 func pidOf(nd *node) int { return nd.cmd.Process.Pid }
 
+// start starts a cluster of kind ("serf", "stellar-lan", "stellar-edge")
+// with n nodes; a cluster that did not form is stopped.
+func start(ctx context.Context, o harness.Options, n int, kind string) (*cluster, error) {
+	var c *cluster
+	var err error
+	if kind == "serf" {
+		c, err = startSerf(ctx, o, n)
+	} else {
+		c, err = startStellar(ctx, o, n, strings.TrimPrefix(kind, "stellar-"))
+	}
+	if err != nil && c != nil {
+		c.stop()
+	}
+	return c, err
+}
+
+// pausedWrite waits a random pause of up to 1 s (5 lan intervals, 1 edge
+// interval), then times write i (ms). A write made the moment the last one
+// arrived starts at the same point of every node's gossip interval each
+// time, and its time is then set by the tickers' phases (fixed for the
+// cluster's life), not by the spread: the pause makes each write start
+// anywhere.
+func (c *cluster) pausedWrite(ctx context.Context, i int) (float64, error) {
+	if err := sleep(ctx, time.Duration(rand.Int64N(int64(time.Second)))); err != nil {
+		return 0, err
+	}
+	d, err := c.converge(ctx, i)
+	if err != nil {
+		return 0, err
+	}
+	return float64(d.Microseconds()) / 1000, nil
+}
+
 // pairedConverge measures convergence at size n in fresh pairs of
 // clusters, a stellar-lan one and a serf one side by side, with writes
 // interleaved: each node's gossip ticker has a phase fixed for the
 // process's life, so one cluster of each kind lets a lucky or unlucky set
 // of phases decide the ratio; several pairs, measured under the same
-// machine load, do not. It returns each kind's samples (ms).
-func pairedConverge(ctx context.Context, o harness.Options, n, pairs, writes int, settle time.Duration) (map[string][]float64, error) {
+// machine load, do not. It returns each kind's samples (ms) and a note for
+// each write that did not reach every node.
+func pairedConverge(ctx context.Context, o harness.Options, n, pairs, writes int, settle time.Duration) (map[string][]float64, []string, error) {
 	out := map[string][]float64{}
+	var notes []string
 	for p := 0; p < pairs; p++ {
-		lan, err := startStellar(ctx, o, n, "lan")
-		if err != nil {
-			if lan != nil {
-				lan.stop()
+		var pair []*cluster
+		var err error
+		// serf first: it fails at once when it is not installed.
+		for _, kind := range []string{"serf", "stellar-lan"} {
+			var c *cluster
+			if c, err = start(ctx, o, n, kind); err != nil {
+				err = fmt.Errorf("%s pair %d did not form: %w", kind, p, err)
+				break
 			}
-			return out, fmt.Errorf("stellar-lan pair %d did not form: %w", p, err)
+			pair = append(pair, c)
 		}
-		serf, err := startSerf(ctx, o, n)
-		if err != nil {
-			lan.stop()
-			if serf != nil {
-				serf.stop()
-			}
-			return out, fmt.Errorf("serf pair %d did not form: %w", p, err)
+		if err == nil {
+			err = sleep(ctx, settle)
 		}
-		err = sleep(ctx, settle)
-		pair := map[string][]float64{}
+		samples := map[string][]float64{}
 		for i := 0; i < writes && err == nil; i++ {
 			// Alternate which kind writes first.
-			order := []*cluster{lan, serf}
-			if i%2 == 1 {
-				order = []*cluster{serf, lan}
-			}
-			for _, c := range order {
-				// A random pause of up to 1 s first, so each write starts
-				// at any point of the gossip interval (see run).
-				if err = sleep(ctx, time.Duration(rand.Int64N(int64(time.Second)))); err != nil {
+			for k := range pair {
+				c := pair[(i+k)%len(pair)]
+				ms, werr := c.pausedWrite(ctx, i)
+				if ctx.Err() != nil {
+					err = ctx.Err()
 					break
 				}
-				d, werr := c.converge(ctx, 1000*p+i)
 				if werr != nil {
-					if ctx.Err() != nil {
-						err = ctx.Err()
-						break
-					}
 					o.Log.Warn("write not converged", "kind", c.kind, "n", n, "pair", p, "err", werr)
+					notes = append(notes, fmt.Sprintf("%s N=%d pair %d: a write did not reach every node: %v.", c.kind, n, p, werr))
 					continue
 				}
-				pair[c.kind] = append(pair[c.kind], float64(d.Microseconds())/1000)
+				samples[c.kind] = append(samples[c.kind], ms)
 			}
 		}
-		for _, c := range []*cluster{lan, serf} {
+		for _, c := range pair {
 			c.stop()
 			os.RemoveAll(c.dir)
-			if v := pair[c.kind]; len(v) > 0 {
+			if v := samples[c.kind]; len(v) > 0 {
 				st := harness.Summarise(v)
 				o.Log.Info("gossip pair", "kind", c.kind, "n", n, "pair", p, "writes", st.N, "median_ms", st.Median)
 				out[c.kind] = append(out[c.kind], v...)
 			}
 		}
 		if err != nil {
-			return out, err
+			return out, notes, err
 		}
 	}
-	return out, nil
+	return out, notes, nil
 }
 
 func run(ctx context.Context, o harness.Options) (harness.Result, error) {
@@ -619,8 +645,10 @@ sizes:
 		var paired map[string][]float64
 		if n <= pairedUpTo && slices.Contains(kinds, "stellar-lan") && slices.Contains(kinds, "serf") {
 			o.Log.Info("gossip bench", "kinds", "stellar-lan,serf", "n", n, "pairs", pairs)
+			var notes []string
 			var err error
-			paired, err = pairedConverge(ctx, o, n, pairs, pairWrites, settle)
+			paired, notes, err = pairedConverge(ctx, o, n, pairs, pairWrites, settle)
+			res.Notes = append(res.Notes, notes...)
 			if ctx.Err() != nil {
 				stopped = ctx.Err()
 				break sizes
@@ -642,18 +670,8 @@ sizes:
 				s.Name, s.Kind, s.Version = fmt.Sprintf("serf agent (Debian) N=%d", n), harness.KindPeer, version
 			}
 			o.Log.Info("gossip bench", "kind", kind, "n", n, "rounds", rounds)
-			var c *cluster
-			var err error
-			switch kind {
-			case "serf":
-				c, err = startSerf(ctx, o, n)
-			default:
-				c, err = startStellar(ctx, o, n, strings.TrimPrefix(kind, "stellar-"))
-			}
+			c, err := start(ctx, o, n, kind)
 			if err != nil {
-				if c != nil {
-					c.stop()
-				}
 				// A cluster that does not form on a loaded machine is
 				// reported, and the others are still measured.
 				o.Log.Warn("cluster not measured", "kind", kind, "n", n, "err", err)
@@ -708,16 +726,7 @@ sizes:
 			for r := 0; r < rounds; r++ {
 				var round []float64
 				for i := 0; i < w; i++ {
-					// A write made the moment the last one arrived starts at
-					// the same point of every node's gossip interval each
-					// time, and its time is then set by the tickers' phases
-					// (fixed for the cluster's life), not by the spread: a
-					// random pause of up to 1 s (5 lan intervals, 1 edge
-					// interval) first makes each write start anywhere.
-					if err := sleep(ctx, time.Duration(rand.Int64N(int64(time.Second)))); err != nil {
-						break
-					}
-					d, err := c.converge(ctx, r*100+i)
+					ms, err := c.pausedWrite(ctx, r*100+i)
 					if ctx.Err() != nil {
 						break
 					}
@@ -726,7 +735,6 @@ sizes:
 						res.Notes = append(res.Notes, fmt.Sprintf("%s N=%d: a write did not reach every node: %v.", kind, n, err))
 						continue
 					}
-					ms := float64(d.Microseconds()) / 1000
 					s.Add("converge", ms)
 					round = append(round, ms)
 				}
