@@ -83,7 +83,34 @@ for scripts.`,
 		networkCmd(g),
 		versionCmd(g),
 	)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group below the root (sctl
+// state, sctl cluster keys, ...) fail on a word it does not know: cobra
+// checks that only at the root, and a group without Run prints its help
+// and exits 0, so `sctl state put` looked like success to a script.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		if sub.HasSubCommands() && !sub.Runnable() {
+			sub.Args = cobra.ArbitraryArgs
+			if sub.SuggestionsMinimumDistance <= 0 {
+				sub.SuggestionsMinimumDistance = 2 // cobra's default at the root
+			}
+			sub.RunE = func(cmd *cobra.Command, args []string) error {
+				if len(args) == 0 {
+					return cmd.Help()
+				}
+				msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+				if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+					msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+				}
+				return fmt.Errorf("%s; run '%s --help' for its commands", msg, cmd.CommandPath())
+			}
+		}
+		refuseUnknownSubcommands(sub)
+	}
 }
 
 func envOr(k, def string) string {
